@@ -1,0 +1,36 @@
+# agent-vm's runner library. Builtins only (nixpkgs is passed in where a
+# derivation is made), so everything that computes the QEMU command line
+# and the runner script evaluates with plain `nix-instantiate --eval`.
+#
+#   lib = import ./lib { };
+#   lib.mkRunner { params = lib.readParams ./params.json; guest = …; … }
+{ }:
+let
+  strings = import ./strings.nix { };
+  params = import ./params.nix { };
+  qemuArgs = import ./qemu-args.nix { inherit strings; };
+  runner = import ./runner-script.nix { inherit strings qemuArgs; };
+in
+{
+  inherit (strings)
+    escapeShellArg
+    escapeShellArgs
+    escapeQemuOpt
+    qemuOpts
+    ;
+  inherit (params) readParams validateParams supportedVersion;
+  inherit (qemuArgs) qemuArgs statePaths forwards;
+  inherit (runner) runnerScript;
+
+  /**
+    The runner derivation: `bin/run-agent-vm` for one branch VM.
+
+    Type: mkRunner :: attrset -> derivation
+
+    Takes the arguments of `runnerScript` plus `writeScriptBin`
+    (`name: text: derivation`, e.g. nixpkgs' `pkgs.writeScriptBin`).
+  */
+  mkRunner =
+    args@{ writeScriptBin, ... }:
+    writeScriptBin "run-agent-vm" (runner.runnerScript (builtins.removeAttrs args [ "writeScriptBin" ]));
+}

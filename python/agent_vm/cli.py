@@ -1,0 +1,250 @@
+"""The argparse command line, completion, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import argcomplete
+
+from . import __version__, gitops, store
+from .commands import COMMANDS
+from .errors import AgentVmError
+from .events import REPORTER
+from .lifecycle import Context
+from .paths import StateLayout, default_state_dir
+
+DEFAULT_TIMEOUT = 120.0
+
+
+def _state_dir_from(parsed: argparse.Namespace) -> Path:
+    return Path(parsed.state_dir) if getattr(parsed, "state_dir", None) else default_state_dir()
+
+
+def complete_vms(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """VM names in the state dir plus branches of the current repository."""
+    names = store.vm_names(StateLayout(_state_dir_from(parsed_args)))
+    with contextlib.suppress(AgentVmError):
+        names += gitops.branches(gitops.repo_root(Path.cwd()))
+    return [n for n in names if n.startswith(prefix)]
+
+
+def complete_branches(prefix: str, **_: Any) -> list[str]:
+    try:
+        return [b for b in gitops.branches(gitops.repo_root(Path.cwd())) if b.startswith(prefix)]
+    except AgentVmError:
+        return []
+
+
+def _int_arg(lo: int, hi: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a whole number, not {text!r}"
+            ) from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, not {value}")
+        return value
+
+    return parse
+
+
+PORT = _int_arg(1024, 65535, "port")
+MEMORY = _int_arg(256, 1024 * 1024, "memory (MiB)")
+CORES = _int_arg(1, 256, "cores")
+DISK = _int_arg(512, 16 * 1024 * 1024, "disk size (MiB)")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="BRANCH",
+        help="branch or VM name (default: the current branch)",
+    ).completer = complete_vms  # type: ignore[attr-defined]
+
+
+def _create_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--branch", "-b", help="branch to make the VM for (default: current)"
+    ).completer = complete_branches  # type: ignore[attr-defined]
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="host address the forwarded ports bind to (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port", type=PORT, help="agent port: the first free one from this (default 8000)"
+    )
+    p.add_argument(
+        "--ssh-port", type=PORT, help="SSH port: the first free one from this (default 2222)"
+    )
+    p.add_argument(
+        "--config", help="NixOS module of yours to add to the guest (packages, MCP servers)"
+    )
+    p.add_argument("--memory", type=MEMORY, default=2048, help="guest memory in MiB (default 2048)")
+    p.add_argument("--cores", type=CORES, default=2, help="guest CPU cores (default 2)")
+    p.add_argument(
+        "--disk-size", type=DISK, default=8192, help="guest disk size in MiB (default 8192)"
+    )
+    p.add_argument(
+        "--ephemeral", action="store_true", help="throw the guest disk away at every stop"
+    )
+    p.add_argument(
+        "--network",
+        choices=["open", "none"],
+        default="open",
+        help="outbound network: open (NAT) or none (no outbound traffic)",
+    )
+    p.add_argument("--workspace", help="share this existing directory instead of a per-branch copy")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _grace(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grace",
+        type=_positive,
+        default=None,
+        help="seconds to wait for ACPI powerdown before SIGTERM (default 30)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-vm",
+        description="Per-branch NixOS virtual machines for AI coding agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-vm {__version__}")
+    parser.add_argument("--state-dir", help="where VMs live (default: the user state dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show progress events")
+    parser.add_argument(
+        "-d", "--debug", action="store_true", help="show every event and tracebacks"
+    )
+    parser.add_argument(
+        "-t",
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for a VM to become ready (default 120)",
+    )
+    parser.add_argument("--no-color", action="store_true", help="never use colour")
+    parser.add_argument(
+        "--log-format",
+        choices=["human", "json"],
+        default="human",
+        help="how events are written to stderr",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("create", help="make a VM for a branch (does not start it)")
+    _create_args(p)
+    p = sub.add_parser("up", help="create the VM if missing, then start it")
+    _create_args(p)
+    p = sub.add_parser("start", help="build and boot the VM, wait until it is ready")
+    _target(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("stop", help="power the VM down (ACPI, then SIGTERM, then SIGKILL)")
+    _target(p)
+    _grace(p)
+    p = sub.add_parser("restart", help="stop (if running) and start")
+    _target(p)
+    _grace(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("update", help="change settings; they apply on the next start")
+    _target(p)
+    p.add_argument("--memory", type=MEMORY)
+    p.add_argument("--cores", type=CORES)
+    p.add_argument("--port", type=PORT, help="agent port")
+    p.add_argument("--ssh-port", type=PORT)
+    p.add_argument("--host")
+    p.add_argument("--disk-size", type=DISK)
+    p.add_argument("--network", choices=["open", "none"])
+    p.add_argument("--ephemeral", action=argparse.BooleanOptionalAction, default=None)
+    p = sub.add_parser("reset", help="delete the VM's disk, keep config and workspace")
+    _target(p)
+    p = sub.add_parser("destroy", help="stop the VM and delete it and its workspace")
+    _target(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even if the workspace has work that exists nowhere else",
+    )
+    p = sub.add_parser("status", help="state, pid, uptime, ports and reachability")
+    _target(p)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("list", help="every VM in the state dir")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("shell", help="SSH into the VM, or run a command: shell BRANCH -- CMD…")
+    _target(p)
+    p = sub.add_parser("console", help="attach to the serial console (Ctrl-] detaches)")
+    _target(p)
+    p = sub.add_parser("logs", help="serial log, and the agent service journal when up")
+    _target(p)
+    p.add_argument("-f", "--follow", action="store_true")
+    return parser
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`shell BRANCH -- CMD…`: everything after the first `--` is the command."""
+    if "shell" in argv and "--" in argv and argv.index("--") > argv.index("shell"):
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argcomplete.autocomplete(parser)
+    args_list, command = _split_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(args_list)
+    args.remote = command
+    REPORTER.configure(
+        verbose=args.verbose,
+        debug=args.debug,
+        no_color=args.no_color,
+        json_lines=args.log_format == "json",
+    )
+    ctx = Context(layout=StateLayout(_state_dir_from(args)), timeout=args.timeout)
+    try:
+        return COMMANDS[args.verb](ctx, args)
+    except AgentVmError as exc:
+        _report_error(exc, args.debug)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("agent-vm: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug: still one line, the traceback only with -d
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(
+            f"agent-vm: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with -d for the traceback)\n"
+        )
+        return 1
+
+
+def _report_error(exc: AgentVmError, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    if exc.detail:
+        sys.stderr.write(exc.detail.rstrip() + "\n")
+    sys.stderr.write(f"agent-vm: error: {exc.message}\n")
+    if exc.hint:
+        sys.stderr.write(f"agent-vm: hint: {exc.hint}\n")

@@ -1,0 +1,295 @@
+"""One function per CLI verb: resolve the target, call lifecycle, print results.
+
+Results go to stdout (plain text, or JSON with --json); progress and
+warnings are events (see events.py) and go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import console, gitops, lifecycle, ssh, status, store, tools
+from .errors import AgentVmError, NotFound, NotRunning
+from .lifecycle import Changes, Context, CreateOptions, StopTimeouts
+from .models import Network, VmConfig, VmState
+from .names import is_vm_name, vm_name
+from .paths import VmPaths
+
+
+def resolve_target(ctx: Context, arg: str | None) -> VmPaths:
+    """A VM from a branch of the current repository, a VM name, or a branch name.
+
+    No argument: the current branch (or detached HEAD) of the repository we
+    are in.
+    """
+    layout = ctx.layout
+    if arg is not None and is_vm_name(arg) and (layout.vm(arg).config.exists()):
+        return layout.vm(arg)
+    repo: Path | None
+    try:
+        repo = gitops.repo_root(ctx.cwd)
+    except AgentVmError:
+        repo = None
+    if repo is not None:
+        branch = arg if arg is not None else gitops.resolve(repo, None).branch
+        vm = layout.vm(vm_name(str(repo), branch))
+        if vm.dir.exists():
+            return vm
+    elif arg is None:
+        raise NotFound("not in a git repository; name the VM (see 'agent-vm list')")
+    if arg is not None:
+        matches = [n for n in store.vm_names(layout) if _branch_of(layout.vm(n)) == arg]
+        if len(matches) == 1:
+            return layout.vm(matches[0])
+        if len(matches) > 1:
+            raise NotFound(
+                f"branch {arg!r} has VMs in several repositories: {', '.join(matches)}; name one"
+            )
+    what = f"branch {arg!r}" if arg else "the current branch"
+    raise NotFound(f"no VM for {what}", hint="create one with 'agent-vm up' or see 'agent-vm list'")
+
+
+def _branch_of(vm: VmPaths) -> str | None:
+    try:
+        return store.load_config(vm).branch
+    except AgentVmError:
+        return None
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _connect_help(vm: VmPaths, cfg: VmConfig) -> str:
+    argv = ssh.command_argv(vm, cfg, cfg.ssh_port, None, tty=True)
+    return "\n".join(
+        [
+            f"VM {cfg.name} (branch {cfg.branch}) is running",
+            f"  shell:  agent-vm shell {cfg.name}",
+            f"  ssh:    {' '.join(_q(a) for a in argv)}",
+            f"  agent:  http://{cfg.host_address}:{cfg.agent_port}/",
+            f"  files:  {cfg.workspace} (guest: /workspace)",
+        ]
+    )
+
+
+def _q(a: str) -> str:
+    return (
+        a
+        if a and all(c.isalnum() or c in "@%+=:,./-_" for c in a)
+        else "'" + a.replace("'", "'\\''") + "'"
+    )
+
+
+def _create_options(a: argparse.Namespace) -> CreateOptions:
+    return CreateOptions(
+        branch=a.branch,
+        host=a.host,
+        port=a.port,
+        ssh_port=a.ssh_port,
+        memory=a.memory,
+        cores=a.cores,
+        disk_size=a.disk_size,
+        ephemeral=a.ephemeral,
+        network=Network(a.network),
+        config=Path(a.config) if a.config else None,
+        workspace=Path(a.workspace) if a.workspace else None,
+        pin=a.pin,
+    )
+
+
+def cmd_create(ctx: Context, a: argparse.Namespace) -> int:
+    cfg = lifecycle.create(ctx, _create_options(a))
+    if a.json:
+        _print_json(status.as_json(status.status(ctx, ctx.layout.vm(cfg.name), probe=False)))
+    else:
+        print(
+            f"created VM {cfg.name} for branch {cfg.branch} "
+            f"(ssh port {cfg.ssh_port}, agent port {cfg.agent_port})"
+        )
+    return 0
+
+
+def _report_started(ctx: Context, vm: VmPaths, cfg: VmConfig, as_json: bool) -> None:
+    if as_json:
+        _print_json(status.as_json(status.status(ctx, vm, probe=False)))
+    else:
+        print(_connect_help(vm, cfg))
+
+
+def cmd_start(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    cfg, _ = lifecycle.start(ctx, vm)
+    _report_started(ctx, vm, cfg, a.json)
+    return 0
+
+
+def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
+    try:
+        vm = resolve_target(ctx, a.branch)
+    except NotFound:
+        cfg = lifecycle.create(ctx, _create_options(a))
+        vm = ctx.layout.vm(cfg.name)
+    st = status.status(ctx, vm, probe=False)
+    if st.state == VmState.RUNNING:
+        cfg = store.load_config(vm)
+        _report_started(ctx, vm, cfg, a.json)
+        return 0
+    cfg, _ = lifecycle.start(ctx, vm)
+    _report_started(ctx, vm, cfg, a.json)
+    return 0
+
+
+def _timeouts(a: argparse.Namespace) -> StopTimeouts:
+    return StopTimeouts(powerdown=a.grace) if a.grace is not None else StopTimeouts()
+
+
+def cmd_stop(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    lifecycle.stop(ctx, vm, _timeouts(a))
+    print(f"stopped VM {vm.name}")
+    return 0
+
+
+def cmd_restart(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    with contextlib.suppress(NotRunning):
+        lifecycle.stop(ctx, vm, _timeouts(a))
+    cfg, _ = lifecycle.start(ctx, vm)
+    _report_started(ctx, vm, cfg, a.json)
+    return 0
+
+
+def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    cfg, restart = lifecycle.update(
+        ctx,
+        vm,
+        Changes(
+            memory=a.memory,
+            cores=a.cores,
+            port=a.port,
+            ssh_port=a.ssh_port,
+            host=a.host,
+            disk_size=a.disk_size,
+            network=Network(a.network) if a.network else None,
+            ephemeral=a.ephemeral,
+        ),
+    )
+    print(
+        f"updated VM {cfg.name}"
+        + ("; restart it to apply ('agent-vm restart')" if restart else "; applies on next start")
+    )
+    return 0
+
+
+def cmd_reset(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    existed = lifecycle.reset(ctx, vm)
+    print(f"reset VM {vm.name}: " + ("disk deleted" if existed else "it had no disk yet"))
+    return 0
+
+
+def cmd_destroy(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    lifecycle.destroy(ctx, vm, force=a.force)
+    print(f"destroyed VM {vm.name}")
+    return 0
+
+
+def cmd_status(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    st = status.status(ctx, vm)
+    if a.json:
+        _print_json(status.as_json(st))
+    else:
+        print(status.render_status(st))
+    return 0
+
+
+def cmd_list(ctx: Context, a: argparse.Namespace) -> int:
+    rows = status.list_all(ctx)
+    if a.json:
+        _print_json(status.as_json(rows))
+    else:
+        print(status.render_list(rows))
+    return 0
+
+
+def _running(ctx: Context, vm: VmPaths) -> tuple[VmConfig, int]:
+    cfg = store.load_config(vm)
+    rt = store.load_runtime(vm)
+    state, _ = lifecycle.current_state(ctx, vm, rt)
+    if state != VmState.RUNNING:
+        raise NotRunning(f"VM {vm.name} is {state.value}", hint="start it with 'agent-vm start'")
+    return cfg, rt.ssh_port or cfg.ssh_port
+
+
+def cmd_shell(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    cfg, port = _running(ctx, vm)
+    command = a.remote or None
+    tty = command is None and sys.stdin.isatty()
+    return tools.run_foreground(ssh.command_argv(vm, cfg, port, command, tty=tty))
+
+
+def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    _running(ctx, vm)
+    console.attach(vm.console_socket, vm.name)
+    return 0
+
+
+def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
+    vm = resolve_target(ctx, a.target)
+    cfg = store.load_config(vm)
+    rt = store.load_runtime(vm)
+    state, _ = lifecycle.current_state(ctx, vm, rt)
+    journal = ["journalctl", "--no-pager", "-u", "agent-vm-agent.service"]
+    port = rt.ssh_port or cfg.ssh_port
+    if not a.follow:
+        if vm.serial_log.exists():
+            sys.stdout.write(vm.serial_log.read_text(errors="replace"))
+        if state == VmState.RUNNING:
+            print("\n--- agent service journal ---", flush=True)
+            tools.run_foreground(ssh.command_argv(vm, cfg, port, journal, tty=False))
+        return 0
+    journal_proc = None
+    if state == VmState.RUNNING:
+        argv = ssh.command_argv(vm, cfg, port, [*journal, "-f"], tty=False)
+        # The journal follows in the background while we follow the serial log.
+        journal_proc = tools.resolve(argv[0])[argv[1:]].popen(
+            stdin=subprocess.DEVNULL, stdout=None, stderr=None
+        )
+    try:
+        console.follow(vm.serial_log)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if journal_proc is not None:
+            journal_proc.send_signal(signal.SIGTERM)
+            journal_proc.wait()
+    return 0
+
+
+COMMANDS = {
+    "create": cmd_create,
+    "start": cmd_start,
+    "up": cmd_up,
+    "stop": cmd_stop,
+    "restart": cmd_restart,
+    "update": cmd_update,
+    "reset": cmd_reset,
+    "destroy": cmd_destroy,
+    "status": cmd_status,
+    "list": cmd_list,
+    "shell": cmd_shell,
+    "console": cmd_console,
+    "logs": cmd_logs,
+}

@@ -1,0 +1,132 @@
+"""Every failure the user can meet, one exception class per kind.
+
+Each class carries its exit code; `cli.main` is the only place that turns an
+exception into a message and an exit status, so the table in the README is
+this file.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AgentVmError(Exception):
+    """Base class: a one-line message and, optionally, what to do about it."""
+
+    exit_code: ClassVar[int] = 1
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        # Multi-line context (a log tail) shown under the message.
+        self.detail = detail
+
+
+class InvalidInput(AgentVmError):
+    exit_code = 2
+    kind = "invalid-input"
+
+
+class NotFound(AgentVmError):
+    exit_code = 3
+    kind = "not-found"
+
+
+class AlreadyExists(AgentVmError):
+    exit_code = 4
+    kind = "already-exists"
+
+
+class AlreadyRunning(AgentVmError):
+    exit_code = 5
+    kind = "already-running"
+
+
+class NotRunning(AgentVmError):
+    exit_code = 6
+    kind = "not-running"
+
+
+class StartTimeout(AgentVmError):
+    exit_code = 7
+    kind = "timeout"
+
+
+class BuildFailed(AgentVmError):
+    exit_code = 8
+    kind = "build-failed"
+
+
+class MissingTool(AgentVmError):
+    exit_code = 9
+    kind = "missing-tool"
+
+
+class GitError(AgentVmError):
+    exit_code = 10
+    kind = "git"
+
+
+class CorruptState(AgentVmError):
+    exit_code = 11
+    kind = "corrupt-state"
+
+
+class PortUnavailable(AgentVmError):
+    exit_code = 12
+    kind = "port-unavailable"
+
+
+class UnsavedWork(AgentVmError):
+    exit_code = 13
+    kind = "unsaved-work"
+
+
+class Busy(AgentVmError):
+    exit_code = 14
+    kind = "busy"
+
+
+class GuestFailed(AgentVmError):
+    exit_code = 15
+    kind = "guest-failed"
+
+
+class StopFailed(AgentVmError):
+    exit_code = 16
+    kind = "stop-failed"
+
+
+class CommandFailed(AgentVmError):
+    """An external tool failed in a way no more specific class describes."""
+
+    exit_code = 17
+    kind = "command-failed"
+
+
+class Interrupted(AgentVmError):
+    exit_code = 130
+    kind = "interrupted"
+
+
+ALL_ERRORS: tuple[type[AgentVmError], ...] = (
+    InvalidInput,
+    NotFound,
+    AlreadyExists,
+    AlreadyRunning,
+    NotRunning,
+    StartTimeout,
+    BuildFailed,
+    MissingTool,
+    GitError,
+    CorruptState,
+    PortUnavailable,
+    UnsavedWork,
+    Busy,
+    GuestFailed,
+    StopFailed,
+    CommandFailed,
+    Interrupted,
+)

@@ -1,0 +1,154 @@
+"""The pydantic models: the single source of truth for every JSON file.
+
+* `VmConfig`  -> `<vm>/vm.json`      what the user asked for (create/update)
+* `Runtime`   -> `<vm>/runtime.json` what is running now (start/stop/status)
+* `VmParams`  -> `<vm>/params.json`  what Nix reads to build the runner
+                                     (camelCase, see docs/contract.md)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+CONFIG_VERSION = 1
+RUNTIME_VERSION = 1
+PARAMS_VERSION = 1
+
+Port = Annotated[int, Field(ge=1024, le=65535)]
+MemoryMiB = Annotated[int, Field(ge=256, le=1024 * 1024)]
+Cores = Annotated[int, Field(ge=1, le=256)]
+DiskMiB = Annotated[int, Field(ge=512, le=16 * 1024 * 1024)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Network(StrEnum):
+    OPEN = "open"
+    NONE = "none"
+
+
+class VmState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+def check_host(value: str) -> str:
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"not an IP address: {value!r}") from exc
+    if addr.version != 4:
+        raise ValueError("only IPv4 host addresses are supported")
+    return str(addr)
+
+
+class VmConfig(_Strict):
+    """What a VM is: written by create/update, read by everything."""
+
+    version: Literal[1] = 1
+    name: str
+    branch: str
+    repo: str = Field(description="Absolute path of the source repository")
+    commit: str = Field(description="Commit the workspace was made from")
+    workspace: str = Field(description="Absolute path shared into the guest")
+    workspace_owned: bool = Field(
+        description="True when agent-vm made the workspace (per-branch copy) and may delete it"
+    )
+    host_address: str = "127.0.0.1"
+    ssh_port: Port
+    agent_port: Port
+    ssh_port_pinned: bool = False
+    agent_port_pinned: bool = False
+    memory_mib: MemoryMiB = 2048
+    cores: Cores = 2
+    disk_size_mib: DiskMiB = 8192
+    ephemeral: bool = False
+    network: Network = Network.OPEN
+    user_module: str | None = Field(default=None, description="The --config NixOS module")
+    created_at: datetime
+
+    @field_validator("host_address")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        return check_host(value)
+
+
+class StageTiming(_Strict):
+    """How long one readiness stage took."""
+
+    stage: Literal["build", "qemu", "ssh", "agent"]
+    seconds: float
+    ok: bool
+
+
+class Runtime(_Strict):
+    """What is running: the only record of pids and live ports."""
+
+    version: Literal[1] = 1
+    state: VmState = VmState.STOPPED
+    pid: int | None = None
+    pid_start_time: int | None = Field(
+        default=None, description="Field 22 of /proc/PID/stat: tells our QEMU from a reused pid"
+    )
+    ssh_port: int | None = None
+    agent_port: int | None = None
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    stopped_at: datetime | None = None
+    stages: list[StageTiming] = Field(default_factory=list)
+    reason: str | None = Field(default=None, description="Why the VM is failed, if it is")
+
+
+class _Camel(_Strict):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class WorkspaceShare(_Camel):
+    host_path: str
+    tag: str = "workspace"
+    mount_point: str = "/workspace"
+    security_model: Literal["none", "mapped-xattr"] = "none"
+
+
+class GuestUser(_Camel):
+    name: str = "dev"
+    uid: int = Field(ge=1, le=65535)
+    gid: int = Field(ge=1, le=65535)
+
+
+class VmParams(_Camel):
+    """The parameters file Nix reads with builtins.fromJSON (docs/contract.md)."""
+
+    version: Literal[1] = 1
+    name: str
+    branch: str
+    state_dir: str
+    host_address: str
+    ssh_port: int
+    agent_port: int
+    guest_agent_port: int = 8000
+    memory_mib: int = Field(alias="memoryMiB")
+    cores: int
+    disk_size_mib: int = Field(alias="diskSizeMiB")
+    network: Network
+    share: Literal["9p", "virtiofs"] = "9p"
+    workspace: WorkspaceShare
+    user: GuestUser
+    ssh_authorized_keys: list[str]
+    user_module: str | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"

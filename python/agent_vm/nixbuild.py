@@ -1,0 +1,78 @@
+"""Building a VM's runner with Nix (docs/contract.md).
+
+`build_argv` is pure so the exact command line is pinned by a unit test;
+`build` runs it with AGENT_VM_PARAMS pointing at the VM's params.json.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from . import tools
+from .errors import BuildFailed
+from .fsutil import atomic_write, tail
+from .paths import VmPaths
+
+RUNNER_ATTR = "agent-vm-runner"
+NIX_FEATURES = "nix-command flakes"
+
+_SYSTEMS = {
+    "x86_64": "x86_64-linux",
+    "amd64": "x86_64-linux",
+    "aarch64": "aarch64-linux",
+    "arm64": "aarch64-linux",
+}
+
+
+def host_system() -> str:
+    return _SYSTEMS.get(platform.machine().lower(), f"{platform.machine()}-linux")
+
+
+def default_flake() -> str:
+    """$AGENT_VM_FLAKE, else the checkout this package was installed from."""
+    env = os.environ.get("AGENT_VM_FLAKE")
+    if env:
+        return env
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "flake.nix").is_file() and (parent / "lib" / "default.nix").is_file():
+            return f"path:{parent}"
+    raise BuildFailed(
+        "cannot find the agent-vm flake",
+        hint="set AGENT_VM_FLAKE (e.g. github:…/agent-vm) or run the CLI from its Nix package",
+    )
+
+
+def installable(flake: str, system: str) -> str:
+    return f"{flake}#legacyPackages.{system}.{RUNNER_ATTR}"
+
+
+def build_argv(flake: str, system: str, out_link: Path) -> list[str]:
+    return [
+        "nix",
+        "--extra-experimental-features",
+        NIX_FEATURES,
+        "build",
+        "--impure",
+        "--print-build-logs",
+        "--out-link",
+        str(out_link),
+        installable(flake, system),
+    ]
+
+
+def build(vm: VmPaths, flake: str | None = None) -> Path:
+    """Build the runner; return its path. The out-link is the GC root."""
+    argv = build_argv(flake or default_flake(), host_system(), vm.runner_link)
+    res = tools.run(argv, env={"AGENT_VM_PARAMS": str(vm.params)}, check=False)
+    atomic_write(vm.build_log, res.stdout + res.stderr)
+    if not res.ok:
+        raise BuildFailed(
+            f"nix build failed (exit {res.returncode}); log: {vm.build_log}",
+            detail=tail(vm.build_log, 25),
+        )
+    if not vm.runner.exists():
+        raise BuildFailed(f"nix build produced no {vm.runner}")
+    return vm.runner

@@ -1,0 +1,128 @@
+"""Where everything lives in the state directory (docs/architecture.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+# sun_path in struct sockaddr_un is 108 bytes including the NUL.
+MAX_SOCKET_PATH = 107
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("agent-vm", appauthor=False))
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    root: Path
+
+    @property
+    def vms(self) -> Path:
+        return self.root / "vms"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def ports_lock(self) -> Path:
+        return self.locks / "ports.lock"
+
+    def vm_lock(self, name: str) -> Path:
+        # Outside the VM directory so that it outlives create and destroy.
+        return self.locks / f"{name}.lock"
+
+    def vm(self, name: str) -> VmPaths:
+        return VmPaths(self.vms / name)
+
+
+@dataclass(frozen=True)
+class VmPaths:
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "vm.json"
+
+    @property
+    def runtime(self) -> Path:
+        return self.dir / "runtime.json"
+
+    @property
+    def params(self) -> Path:
+        return self.dir / "params.json"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.dir / "ssh"
+
+    @property
+    def client_key(self) -> Path:
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def client_pubkey(self) -> Path:
+        return self.ssh_dir / "id_ed25519.pub"
+
+    @property
+    def host_key(self) -> Path:
+        return self.ssh_dir / "ssh_host_ed25519_key"
+
+    @property
+    def host_pubkey(self) -> Path:
+        return self.ssh_dir / "ssh_host_ed25519_key.pub"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.dir / "qmp.sock"
+
+    @property
+    def console_socket(self) -> Path:
+        return self.dir / "console.sock"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.dir / "serial.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+    @property
+    def runner_log(self) -> Path:
+        return self.dir / "runner.log"
+
+    @property
+    def build_log(self) -> Path:
+        return self.dir / "build.log"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.qcow2"
+
+    @property
+    def runner_link(self) -> Path:
+        return self.dir / "runner"
+
+    @property
+    def runner(self) -> Path:
+        return self.runner_link / "bin" / "run-agent-vm"
+
+    @property
+    def workspace(self) -> Path:
+        return self.dir / "workspace"
+
+    @property
+    def sockets(self) -> tuple[Path, ...]:
+        return (self.qmp_socket, self.console_socket, self.dir / "virtiofs.sock")

@@ -1,0 +1,142 @@
+"""Waiting for a starting VM: QEMU up -> SSH answers -> agent healthy.
+
+Each stage polls with a short, bounded backoff (so readiness is noticed
+within a fraction of a second) and checks that QEMU is still alive, so a
+guest that dies is reported at once rather than at the timeout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import health, qmp, ssh
+from .errors import GuestFailed, StartTimeout
+from .events import REPORTER, EventKind, Severity, emit
+from .fsutil import tail
+from .models import StageTiming, VmConfig
+from .paths import VmPaths
+
+BACKOFF_START = 0.05
+BACKOFF_MAX = 0.2
+
+LIKELY_CAUSE = {
+    "qemu": "QEMU did not come up; see {runner_log}",
+    "ssh": "the guest did not bring up sshd in time (still booting under slow TCG emulation, "
+    "or sshd failed); see the serial log {serial_log}",
+    "agent": "the agent service did not answer on port {agent_port}; "
+    "see 'agent-vm logs' and the serial log {serial_log}",
+}
+
+
+@dataclass
+class Probe:
+    vm: VmPaths
+    cfg: VmConfig
+    proc: subprocess.Popen[bytes]
+    ssh_port: int
+    agent_port: int
+    deadline: float
+    timeout: float
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise GuestFailed(
+                f"QEMU exited with code {code} while the VM was starting",
+                hint=f"see {self.vm.runner_log} and {self.vm.serial_log}",
+                detail=tail(self.vm.runner_log, 15) or tail(self.vm.serial_log, 15),
+            )
+
+    def timed_out(self, stage: str) -> StartTimeout:
+        cause = LIKELY_CAUSE[stage].format(
+            runner_log=self.vm.runner_log,
+            serial_log=self.vm.serial_log,
+            agent_port=self.agent_port,
+        )
+        return StartTimeout(
+            f"VM {self.vm.name} was not ready after {self.timeout:g}s: stage '{stage}' timed out",
+            hint=f"likely cause: {cause}",
+            detail=tail(self.vm.serial_log, 20),
+        )
+
+
+def _poll(probe: Probe, stage: str, attempt: Callable[[], bool]) -> StageTiming:
+    t0 = time.monotonic()
+    delay = BACKOFF_START
+    while True:
+        probe.check_alive()
+        if attempt():
+            seconds = time.monotonic() - t0
+            REPORTER.clear_status()
+            return StageTiming(stage=stage, seconds=round(seconds, 3), ok=True)
+        now = time.monotonic()
+        if now >= probe.deadline:
+            REPORTER.clear_status()
+            raise probe.timed_out(stage)
+        REPORTER.status_line(f"waiting for {stage} … {now - t0:.0f}s")
+        time.sleep(min(delay, max(0.0, probe.deadline - now)))
+        delay = min(delay * 1.5, BACKOFF_MAX)
+
+
+def _ssh_attempt(probe: Probe) -> Callable[[], bool]:
+    host = probe.cfg.host_address
+
+    def attempt() -> bool:
+        if not ssh.banner(host, probe.ssh_port):
+            return False
+        ok, err = ssh.login_works(probe.vm, probe.cfg, probe.ssh_port)
+        if not ok and "Host key verification failed" in err:
+            raise GuestFailed(
+                f"VM {probe.vm.name} answered with a host key that is not its own",
+                hint="something else is answering on the VM's SSH port; refusing to connect",
+            )
+        if not ok:
+            emit(
+                EventKind.SSH_FAILED,
+                f"SSH login not ready yet: {err or 'no answer'}",
+                severity=Severity.DEBUG,
+                vm=probe.vm.name,
+            )
+        return ok
+
+    return attempt
+
+
+def wait_ready(probe: Probe) -> list[StageTiming]:
+    name = probe.vm.name
+    stages = []
+    emit(EventKind.STAGE, "waiting for QEMU", vm=name, stage="qemu")
+    stages.append(
+        _poll(probe, "qemu", lambda: probe.vm.pidfile.exists() and qmp.answers(probe.vm.qmp_socket))
+    )
+    emit(
+        EventKind.SSH_CONNECTING,
+        f"waiting for SSH on {probe.cfg.host_address}:{probe.ssh_port}",
+        vm=name,
+        stage="ssh",
+    )
+    stages.append(_poll(probe, "ssh", _ssh_attempt(probe)))
+    emit(EventKind.SSH_CONNECTED, f"SSH answered after {stages[-1].seconds:.1f}s", vm=name)
+    emit(
+        EventKind.AGENT_STARTING,
+        f"waiting for the agent on port {probe.agent_port}",
+        vm=name,
+        stage="agent",
+    )
+    stages.append(
+        _poll(
+            probe, "agent", lambda: health.agent_healthy(probe.cfg.host_address, probe.agent_port)
+        )
+    )
+    emit(EventKind.AGENT_HEALTHY, f"agent healthy after {stages[-1].seconds:.1f}s", vm=name)
+    return stages
+
+
+def qemu_pid(vm: VmPaths) -> int | None:
+    try:
+        return int(vm.pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,128 @@
+"""status and list: what a VM is doing, from its records and live probes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import health, ssh, store
+from .errors import AgentVmError
+from .lifecycle import Context, current_state
+from .models import StageTiming, VmState
+from .paths import VmPaths
+
+STATUS_SCHEMA_VERSION = 1
+
+
+class VmStatus(BaseModel):
+    """`agent-vm status --json` (one VM) and each row of `list --json`."""
+
+    schema_version: int = STATUS_SCHEMA_VERSION
+    name: str
+    branch: str | None = None
+    state: VmState | str
+    reason: str | None = None
+    pid: int | None = None
+    uptime_seconds: float | None = None
+    host_address: str | None = None
+    ssh_port: int | None = None
+    agent_port: int | None = None
+    ssh_reachable: bool | None = None
+    agent_reachable: bool | None = None
+    workspace: str | None = None
+    repo: str | None = None
+    stages: list[StageTiming] = []
+    error: str | None = None
+
+
+def status(ctx: Context, vm: VmPaths, probe: bool = True) -> VmStatus:
+    try:
+        cfg = store.load_config(vm)
+        rt = store.load_runtime(vm)
+    except AgentVmError as exc:
+        return VmStatus(name=vm.name, state="broken", error=exc.message)
+    state, reason = current_state(ctx, vm, rt)
+    running = state == VmState.RUNNING
+    ssh_port = rt.ssh_port if rt.ssh_port is not None else cfg.ssh_port
+    agent_port = rt.agent_port if rt.agent_port is not None else cfg.agent_port
+    st = VmStatus(
+        name=cfg.name,
+        branch=cfg.branch,
+        state=state,
+        reason=reason if state == VmState.FAILED else None,
+        pid=rt.pid if running or state in (VmState.STARTING, VmState.STOPPING) else None,
+        host_address=cfg.host_address,
+        ssh_port=ssh_port,
+        agent_port=agent_port,
+        workspace=cfg.workspace,
+        repo=cfg.repo,
+        stages=rt.stages,
+    )
+    if running and rt.started_at is not None:
+        st.uptime_seconds = round((datetime.now(UTC) - rt.started_at).total_seconds(), 1)
+    if probe and running:
+        st.ssh_reachable = ssh.login_works(vm, cfg, ssh_port, timeout=3)[0]
+        st.agent_reachable = health.agent_healthy(cfg.host_address, agent_port)
+    return st
+
+
+def list_all(ctx: Context) -> list[VmStatus]:
+    rows = []
+    for name in store.vm_names(ctx.layout):
+        rows.append(status(ctx, ctx.layout.vm(name), probe=False))
+    return rows
+
+
+def render_status(st: VmStatus) -> str:
+    def yn(v: bool | None) -> str:
+        return "-" if v is None else "yes" if v else "no"
+
+    lines = [
+        f"VM:        {st.name}",
+        f"branch:    {st.branch}",
+        f"state:     {st.state}" + (f" ({st.reason})" if st.reason else ""),
+    ]
+    if st.error:
+        lines.append(f"error:     {st.error}")
+    if st.pid:
+        lines.append(f"pid:       {st.pid}")
+    if st.uptime_seconds is not None:
+        lines.append(f"uptime:    {int(st.uptime_seconds)}s")
+    if st.ssh_port:
+        lines.append(
+            f"ssh:       {st.host_address}:{st.ssh_port} (reachable: {yn(st.ssh_reachable)})"
+        )
+        lines.append(
+            f"agent:     http://{st.host_address}:{st.agent_port}/ "
+            f"(reachable: {yn(st.agent_reachable)})"
+        )
+    if st.workspace:
+        lines.append(f"workspace: {st.workspace}")
+    if st.stages:
+        lines.append("stages:    " + ", ".join(f"{s.stage} {s.seconds:.1f}s" for s in st.stages))
+    return "\n".join(lines)
+
+
+def render_list(rows: list[VmStatus]) -> str:
+    if not rows:
+        return "no VMs"
+    header = ("NAME", "BRANCH", "STATE", "SSH", "AGENT")
+    table = [header] + [
+        (r.name, r.branch or "?", str(r.state), str(r.ssh_port or "-"), str(r.agent_port or "-"))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
+    )
+
+
+def as_json(obj: BaseModel | list[VmStatus]) -> Any:
+    if isinstance(obj, list):
+        return {
+            "schema_version": STATUS_SCHEMA_VERSION,
+            "vms": [r.model_dump(mode="json") for r in obj],
+        }
+    return obj.model_dump(mode="json")

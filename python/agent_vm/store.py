@@ -1,0 +1,57 @@
+"""Reading and writing the JSON state files through their models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import CorruptState, NotFound
+from .fsutil import atomic_write
+from .models import Runtime, VmConfig
+from .paths import StateLayout, VmPaths
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load(path: Path, model: type[M]) -> M:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"{path} does not exist") from None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise CorruptState(
+            f"{path} is corrupt ({where}: {first['msg']})",
+            hint="restore it, or remove the VM with 'agent-vm destroy --force NAME'",
+        ) from None
+
+
+def save(path: Path, obj: BaseModel) -> None:
+    atomic_write(path, obj.model_dump_json(indent=2) + "\n")
+
+
+def load_config(vm: VmPaths) -> VmConfig:
+    if not vm.config.exists():
+        raise NotFound(f"no VM named {vm.name!r}")
+    return load(vm.config, VmConfig)
+
+
+def load_runtime(vm: VmPaths) -> Runtime:
+    """The runtime record; a VM that never ran has none and is stopped."""
+    if not vm.runtime.exists():
+        return Runtime()
+    return load(vm.runtime, Runtime)
+
+
+def vm_names(layout: StateLayout) -> list[str]:
+    """Names of all VMs (directories with a vm.json), sorted."""
+    try:
+        entries = sorted(layout.vms.iterdir())
+    except FileNotFoundError:
+        return []
+    return [e.name for e in entries if not e.name.startswith(".") and (e / "vm.json").exists()]
