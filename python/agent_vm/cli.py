@@ -97,6 +97,11 @@ def _create_args(p: argparse.ArgumentParser) -> None:
         "--ssh-port", type=PORT, help="SSH port: the first free one from this (default 2222)"
     )
     p.add_argument(
+        "--pin",
+        action="store_true",
+        help="use exactly --port/--ssh-port; fail instead of picking another if taken",
+    )
+    p.add_argument(
         "--config", help="NixOS module of yours to add to the guest (packages, MCP servers)"
     )
     p.add_argument("--memory", type=MEMORY, default=2048, help="guest memory in MiB (default 2048)")

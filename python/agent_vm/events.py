@@ -84,7 +84,7 @@ _LABEL = {Severity.WARNING: "warning", Severity.ERROR: "error"}
 
 class Reporter:
     def __init__(self) -> None:
-        self.threshold = Severity.NOTICE
+        self.threshold = Severity.WARNING
         self.json = False
         self.stream: TextIO = sys.stderr
         self.color = False
@@ -100,7 +100,7 @@ class Reporter:
         stream: TextIO | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
-        self.threshold = Severity.DEBUG if debug else Severity.INFO if verbose else Severity.NOTICE
+        self.threshold = Severity.DEBUG if debug else Severity.INFO if verbose else Severity.WARNING
         self.json = json_lines
         self.color = (
             not no_color

@@ -1,0 +1,134 @@
+"""Helpers shared by the end-to-end tests (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\n"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Cli:
+    """Runs the installed agent-vm as a subprocess, as a given user."""
+
+    binary: str
+    state_dir: Path
+    env: dict[str, str]
+    user: str | None = None
+    calls: list[list[str]] = field(default_factory=list)
+
+    def argv(self, *args: str) -> list[str]:
+        base = [self.binary, "--state-dir", str(self.state_dir), *args]
+        if self.user is None:
+            return base
+        envs = [f"{k}={v}" for k, v in self.env.items()]
+        return ["runuser", "-u", self.user, "--", "env", *envs, *base]
+
+    def __call__(
+        self,
+        *args: str,
+        cwd: Path,
+        check: bool = True,
+        timeout: float = 400,
+        input: str | None = None,
+    ) -> Result:
+        argv = self.argv(*args)
+        self.calls.append(argv)
+        env = dict(os.environ) | self.env if self.user is None else None
+        res = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=input,
+        )
+        r = Result(res.returncode, res.stdout, res.stderr)
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"agent-vm {' '.join(args)} exited {res.returncode}\n"
+                f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+            )
+        return r
+
+
+def kill_processes_under(path: Path) -> list[int]:
+    """Kill any process whose command line mentions `path` (no stray QEMU)."""
+    killed = []
+    marker = str(path).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmd and int(proc.name) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed
+
+
+def base_env(flake: Path, guest: Path) -> dict[str, str]:
+    return {
+        "AGENT_VM_FLAKE": f"path:{flake}",
+        "AGENT_VM_TEST_GUEST": str(guest),
+        "AGENT_VM_ACCEL": "tcg",
+        "NIX_CONFIG": NIX_CONFIG,
+        "NO_COLOR": "1",
+    }
+
+
+def git(repo: Path, *args: str, user: str | None = None) -> str:
+    argv = ["git", "-C", str(repo), *args]
+    if user:
+        argv = ["runuser", "-u", user, "--", *argv]
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.invalid",
+    )
+    return subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def make_repo(path: Path, user: str | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if user:
+        shutil.chown(path, user, user)
+    git(path, "init", "-q", "-b", "main", user=user)
+    (path / "README").write_text("hello\n")
+    if user:
+        shutil.chown(path / "README", user, user)
+    git(path, "add", "README", user=user)
+    git(path, "commit", "-q", "-m", "init", user=user)
+    return path
+
+
+@dataclass
+class Unprivileged:
+    name: str
+    uid: int
+    gid: int
+    home: Path

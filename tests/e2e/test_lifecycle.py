@@ -1,0 +1,190 @@
+"""The lifecycle on real VMs: create → start → shell → stop → start → destroy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+
+from harness import Cli, Unprivileged, base_env, git, make_repo
+
+
+def http_get(port: int) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        return r.status, r.read().decode()
+
+
+def status(cli: Cli, repo: Path, target: str | None = None) -> dict:  # type: ignore[type-arg]
+    args = ["status", "--json"] + ([target] if target else [])
+    return json.loads(cli(*args, cwd=repo).stdout)
+
+
+def test_full_lifecycle(cli: Cli, repo: Path) -> None:
+    created = cli("create", "--json", cwd=repo).json()
+    name = created["name"]
+    assert created["state"] == "stopped"
+    assert (created["ssh_port"], created["agent_port"]) >= (2222, 8000)
+
+    started = cli("start", cwd=repo)
+    assert "is running" in started.stdout
+
+    st = status(cli, repo)
+    assert st["state"] == "running"
+    assert st["ssh_reachable"] is True and st["agent_reachable"] is True
+    assert [s["stage"] for s in st["stages"]] == ["build", "qemu", "ssh", "agent"]
+    assert all(s["seconds"] >= 0 and s["ok"] for s in st["stages"])
+    assert st["uptime_seconds"] >= 0
+
+    code, body = http_get(st["agent_port"])
+    assert (code, body.strip()) == (200, "ok")
+
+    # A file written in the guest's /workspace appears on the host, owned by us.
+    out = cli(
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "echo from-guest > /workspace/hello && id -un",
+        cwd=repo,
+    ).stdout
+    assert out.strip() == "dev"
+    hello = Path(st["workspace"]) / "hello"
+    assert hello.read_text() == "from-guest\n"
+    assert hello.stat().st_uid == os.getuid()
+    # The guest sees the repository's files, and git works in there.
+    assert cli("shell", "--", "cat", "/workspace/README", cwd=repo).stdout == "hello\n"
+    log = cli("shell", "--", "git", "-C", "/workspace", "log", "--format=%s", cwd=repo).stdout
+    assert log.strip() == "init"
+    # Exit codes and arguments with spaces survive the trip.
+    r = cli(
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        'echo "$1"; exit 7',
+        "x",
+        "a b 'c'",
+        cwd=repo,
+        check=False,
+    )
+    assert (r.returncode, r.stdout) == (7, "a b 'c'\n")
+
+    cli("shell", "--", "sh", "-c", "echo kept > ~/persist && sync", cwd=repo)
+    cli("stop", cwd=repo)
+    assert status(cli, repo)["state"] == "stopped"
+    serial = (cli.state_dir / "vms" / name / "serial.log").read_text(errors="replace")
+    assert "Linux version" in serial
+
+    cli("start", cwd=repo)
+    assert cli("shell", "--", "cat", "persist", cwd=repo).stdout == "kept\n"
+    logs = cli("logs", cwd=repo).stdout
+    assert "Linux version" in logs and "agent service journal" in logs
+    cli("shell", "--", "rm", "/workspace/hello", cwd=repo)
+    cli("destroy", cwd=repo)
+    assert not (cli.state_dir / "vms" / name).exists()
+    assert cli("list", "--json", cwd=repo).json()["vms"] == []
+
+
+def test_two_branches_at_once(cli: Cli, repo: Path) -> None:
+    git(repo, "branch", "feature/x")
+    a = cli("create", "--json", cwd=repo).json()
+    b = cli("create", "--branch", "feature/x", "--json", cwd=repo).json()
+    assert a["name"] != b["name"]
+    ports = {a["ssh_port"], a["agent_port"], b["ssh_port"], b["agent_port"]}
+    assert len(ports) == 4
+
+    errors: list[AssertionError] = []
+
+    def start(target: str) -> None:
+        try:
+            cli("start", target, cwd=repo)
+        except AssertionError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(t,)) for t in ("main", "feature/x")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    rows = {r["branch"]: r for r in cli("list", "--json", cwd=repo).json()["vms"]}
+    assert rows["main"]["state"] == rows["feature/x"]["state"] == "running"
+    for row in rows.values():
+        assert http_get(row["agent_port"])[0] == 200
+    assert cli("shell", "feature/x", "--", "hostname", cwd=repo).stdout.strip() != ""
+    cli("stop", "main", cwd=repo)
+    cli("stop", "feature/x", cwd=repo)
+    cli("destroy", "main", cwd=repo)
+    cli("destroy", "feature/x", cwd=repo)
+
+
+def test_killed_qemu_shows_failed_and_recovers(cli: Cli, repo: Path) -> None:
+    cli("create", cwd=repo)
+    cli("start", cwd=repo)
+    pid = status(cli, repo)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    st = status(cli, repo)
+    assert st["state"] == "failed"
+    assert "exited unexpectedly" in st["reason"]
+
+    cli("start", cwd=repo)
+    st = status(cli, repo)
+    assert st["state"] == "running" and st["pid"] != pid
+    assert cli("shell", "--", "true", cwd=repo).returncode == 0
+    cli("destroy", cwd=repo)
+
+
+def test_destroy_refuses_unsaved_work(cli: Cli, repo: Path) -> None:
+    vm = cli("create", "--json", cwd=repo).json()
+    ws = Path(vm["workspace"])
+    (ws / "draft.txt").write_text("wip\n")
+    r = cli("destroy", cwd=repo, check=False)
+    assert r.returncode == 13
+    assert "uncommitted" in r.stderr and "Traceback" not in r.stderr
+    assert ws.exists()
+
+    git(ws, "add", "draft.txt")
+    git(ws, "commit", "-q", "-m", "wip")
+    r = cli("destroy", cwd=repo, check=False)
+    assert r.returncode == 13 and "exist nowhere else" in r.stderr
+
+    cli("destroy", "--force", cwd=repo)
+    assert not ws.exists()
+
+
+def test_lifecycle_as_unprivileged_user(
+    agent_vm_bin: str,
+    e2e_flake: Path,
+    guest_dir: Path,
+    unprivileged: Unprivileged,
+    user_tmp: Path,
+) -> None:
+    env = base_env(e2e_flake, guest_dir) | {
+        "HOME": str(unprivileged.home),
+        "NIX_REMOTE": "daemon",
+        "PATH": os.environ["PATH"],
+    }
+    user = unprivileged.name if os.getuid() == 0 else None
+    cli = Cli(agent_vm_bin, user_tmp / "state", env, user=user)
+    repo = make_repo(user_tmp / "repo", user=user)
+
+    cli("up", cwd=repo)
+    ids = cli(
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; touch /workspace/made-in-guest",
+        cwd=repo,
+    ).stdout.split()
+    assert ids == [str(unprivileged.uid), str(unprivileged.gid)]
+    st = status(cli, repo)
+    made = Path(st["workspace"]) / "made-in-guest"
+    assert made.stat().st_uid == unprivileged.uid
+    assert (user_tmp / "state").stat().st_mode & 0o077 == 0
+    cli("stop", cwd=repo)
+    cli("destroy", "--force", cwd=repo)
