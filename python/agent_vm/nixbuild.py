@@ -12,7 +12,9 @@ from pathlib import Path
 
 from . import tools
 from .errors import BuildFailed
-from .fsutil import atomic_write, tail
+from .events import REPORTER, EventKind, Severity, emit
+from .fsutil import atomic_write
+from .nixprogress import BuildProgress
 from .paths import VmPaths
 
 RUNNER_ATTR = "agent-vm-runner"
@@ -66,12 +68,30 @@ def build_argv(flake: str, system: str, out_link: Path) -> list[str]:
 def build(vm: VmPaths, flake: str | None = None) -> Path:
     """Build the runner; return its path. The out-link is the GC root."""
     argv = build_argv(flake or default_flake(), host_system(), vm.runner_link)
-    res = tools.run(argv, env={"AGENT_VM_PARAMS": str(vm.params)}, check=False)
-    atomic_write(vm.build_log, res.stdout + res.stderr)
+    progress = BuildProgress()
+
+    def on_line(line: str) -> None:
+        if progress.feed(line):
+            REPORTER.status_line(progress.line())
+            emit(
+                EventKind.BUILD_PROGRESS,
+                progress.line(),
+                severity=Severity.DEBUG,
+                vm=vm.name,
+                done=progress.done,
+                expected=progress.expected,
+                current=progress.current,
+            )
+
+    try:
+        res = tools.stream(argv, on_line, env={"AGENT_VM_PARAMS": str(vm.params)})
+    finally:
+        REPORTER.clear_status()
+    atomic_write(vm.build_log, res.stderr)
     if not res.ok:
         raise BuildFailed(
-            f"nix build failed (exit {res.returncode}); log: {vm.build_log}",
-            detail=tail(vm.build_log, 25),
+            f"nix build failed (exit {res.returncode}); full log: {vm.build_log}",
+            detail=progress.failure_tail(),
         )
     if not vm.runner.exists():
         raise BuildFailed(f"nix build produced no {vm.runner}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -83,6 +84,34 @@ def run(
             + (f": {last[-1]}" if last else "")
         )
     return result
+
+
+def stream(
+    argv: Sequence[str],
+    on_stderr_line: Callable[[str], None],
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Result:
+    """Run to completion, handing each stderr line to `on_stderr_line` as it
+    arrives (for progress displays); stdout is captured."""
+    cmd = _with_env(resolve(argv[0])[list(argv[1:])], env)
+    proc = cmd.popen(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    err: list[str] = []
+    try:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            err.append(line)
+            on_stderr_line(line)
+        code = proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    reader.join()
+    return Result(tuple(argv), int(code), b"".join(out).decode("utf-8", "replace"), "".join(err))
 
 
 def spawn(
