@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -203,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="serial log, and the agent service journal when up")
     _target(p)
     p.add_argument("-f", "--follow", action="store_true")
+    p = sub.add_parser("doctor", help="check this host: nix, KVM, tools, ports, state dir")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("schema", help="print the JSON schema of a --json output")
+    p.add_argument("output", choices=["status", "list", "doctor", "create", "start", "event"])
     return parser
 
 
@@ -227,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_lines=args.log_format == "json",
     )
     ctx = Context(layout=StateLayout(_state_dir_from(args)), timeout=args.timeout)
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so a starting VM is cleaned up.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         return COMMANDS[args.verb](ctx, args)
     except AgentVmError as exc:
@@ -243,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(rerun with -d for the traceback)\n"
         )
         return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _report_error(exc: AgentVmError, debug: bool) -> None:

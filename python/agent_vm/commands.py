@@ -14,8 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import console, gitops, lifecycle, ssh, status, store, tools
-from .errors import AgentVmError, NotFound, NotRunning
+from pydantic import BaseModel
+
+from . import console, doctor, gitops, lifecycle, ssh, status, store, tools
+from .errors import AgentVmError, HostNotReady, NotFound, NotRunning
+from .events import Event
 from .lifecycle import Changes, Context, CreateOptions, StopTimeouts
 from .models import Network, VmConfig, VmState
 from .names import is_vm_name, vm_name
@@ -278,6 +281,32 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
+    report = doctor.run(ctx)
+    if a.json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        print(doctor.render(report))
+    if not report.ok:
+        raise HostNotReady("something blocks 'agent-vm up' (see the FAIL lines)")
+    return 0
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "status": status.VmStatus,
+    "list": status.VmList,
+    "doctor": doctor.DoctorReport,
+    "create": status.VmStatus,
+    "start": status.VmStatus,
+    "event": Event,
+}
+
+
+def cmd_schema(ctx: Context, a: argparse.Namespace) -> int:
+    _print_json(SCHEMAS[a.output].model_json_schema())
+    return 0
+
+
 COMMANDS = {
     "create": cmd_create,
     "start": cmd_start,
@@ -292,4 +321,6 @@ COMMANDS = {
     "shell": cmd_shell,
     "console": cmd_console,
     "logs": cmd_logs,
+    "doctor": cmd_doctor,
+    "schema": cmd_schema,
 }

@@ -106,6 +106,13 @@ class CommandFailed(AgentVmError):
     kind = "command-failed"
 
 
+class HostNotReady(AgentVmError):
+    """doctor found something that blocks `agent-vm up`."""
+
+    exit_code = 18
+    kind = "host-not-ready"
+
+
 class Interrupted(AgentVmError):
     exit_code = 130
     kind = "interrupted"
@@ -128,5 +135,6 @@ ALL_ERRORS: tuple[type[AgentVmError], ...] = (
     GuestFailed,
     StopFailed,
     CommandFailed,
+    HostNotReady,
     Interrupted,
 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import gitops, keys, nixbuild, ownership, ports, procs, qmp, readiness, store, tools
+from . import accel, gitops, keys, nixbuild, ownership, ports, procs, qmp, readiness, store, tools
 from .errors import (
     AlreadyExists,
     AlreadyRunning,
@@ -368,9 +368,11 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
         ownership.tag_tree(Path(cfg.workspace), mapping)
     _cleanup_runtime_files(vm, cfg)
 
+    accelerator, why = accel.choose(ctx.layout)
+    emit(EventKind.STAGE, f"accelerator: {accelerator} ({why})", vm=vm.name, accel=accelerator)
     deadline = time.monotonic() + ctx.timeout
     with open(vm.runner_log, "ab") as log:
-        proc = tools.spawn([str(runner)], log=log)
+        proc = tools.spawn([str(runner)], log=log, env={accel.ENV: accelerator})
     rt.pid = proc.pid
     rt.pid_start_time = procs.start_time(proc.pid)
     store.save(vm.runtime, rt)

@@ -37,6 +37,13 @@ class VmStatus(BaseModel):
     error: str | None = None
 
 
+class VmList(BaseModel):
+    """`agent-vm list --json`."""
+
+    schema_version: int = STATUS_SCHEMA_VERSION
+    vms: list[VmStatus]
+
+
 def status(ctx: Context, vm: VmPaths, probe: bool = True) -> VmStatus:
     try:
         cfg = store.load_config(vm)
@@ -121,8 +128,5 @@ def render_list(rows: list[VmStatus]) -> str:
 
 def as_json(obj: BaseModel | list[VmStatus]) -> Any:
     if isinstance(obj, list):
-        return {
-            "schema_version": STATUS_SCHEMA_VERSION,
-            "vms": [r.model_dump(mode="json") for r in obj],
-        }
+        obj = VmList(vms=obj)
     return obj.model_dump(mode="json")

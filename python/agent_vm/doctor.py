@@ -1,0 +1,286 @@
+"""agent-vm doctor: is this host ready for `agent-vm up`, and if not, why.
+
+Each check says pass/fail, what it saw and how to fix it. A check is
+blocking when `up` cannot work without it; the rest are advice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from . import accel, ports, procs, store, tools
+from .errors import AgentVmError
+from .lifecycle import AGENT_PORT_START, SSH_PORT_START, Context
+from .models import VmState
+from .paths import StateLayout
+
+DOCTOR_SCHEMA_VERSION = 1
+QEMU = accel.QEMU
+
+
+class Check(BaseModel):
+    name: str
+    ok: bool
+    blocking: bool
+    detail: str
+    fix: str | None = None
+
+
+class DoctorReport(BaseModel):
+    """`agent-vm doctor --json`."""
+
+    schema_version: int = DOCTOR_SCHEMA_VERSION
+    ok: bool
+    accelerator: str
+    checks: list[Check]
+
+
+def _version(argv: list[str], pattern: str) -> str | None:
+    try:
+        res = tools.run(argv, check=False, timeout=10)
+    except AgentVmError:
+        return None
+    m = re.search(pattern, res.stdout + res.stderr)
+    return m.group(1) if m else None
+
+
+def check_tool(name: str, argv: list[str], pattern: str, blocking: bool = True) -> Check:
+    if not tools.have(argv[0]):
+        return Check(
+            name=name,
+            ok=False,
+            blocking=blocking,
+            detail=f"{argv[0]} not found on PATH",
+            fix=f"install {tools.PACKAGES.get(argv[0], argv[0])}",
+        )
+    version = _version(argv, pattern)
+    return Check(
+        name=name,
+        ok=version is not None,
+        blocking=blocking,
+        detail=f"{argv[0]} {version}" if version else f"{argv[0]} did not report a version",
+        fix=None if version else f"check that {argv[0]} runs",
+    )
+
+
+def check_nix() -> Check:
+    c = check_tool("nix", ["nix", "--version"], r"(\d+\.\d+[\w.]*)")
+    if not c.ok:
+        c.fix = "install Nix (https://nixos.org/download)"
+        return c
+    major, minor = (int(x) for x in c.detail.split()[1].split(".")[:2])
+    if (major, minor) < (2, 4):
+        return Check(
+            name="nix",
+            ok=False,
+            blocking=True,
+            detail=f"{c.detail}: no flakes",
+            fix="upgrade Nix to 2.4 or newer",
+        )
+    c.detail += " (flakes available; agent-vm enables nix-command and flakes per call)"
+    return c
+
+
+def check_kvm() -> tuple[list[Check], str]:
+    dev = Path("/dev/kvm")
+    if not dev.exists():
+        return [
+            Check(
+                name="kvm",
+                ok=False,
+                blocking=False,
+                detail="/dev/kvm does not exist; VMs run under TCG emulation (slow)",
+                fix="enable virtualisation in the firmware / load kvm_intel or kvm_amd",
+            )
+        ], "tcg"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return [
+            Check(
+                name="kvm",
+                ok=False,
+                blocking=False,
+                detail="/dev/kvm exists but is not accessible to you; using TCG",
+                fix="add yourself to the 'kvm' group (sudo usermod -aG kvm $USER) and log in again",
+            )
+        ], "tcg"
+    usable, why = accel.kvm_probe()
+    if usable:
+        return [Check(name="kvm", ok=True, blocking=False, detail=f"KVM usable: {why}")], "kvm"
+    return [
+        Check(
+            name="kvm",
+            ok=False,
+            blocking=False,
+            detail=f"KVM unusable, using TCG: /dev/kvm exists but {why}",
+            fix="export AGENT_VM_ACCEL=tcg (the runner then skips KVM), or fix nested "
+            "virtualisation on the outer hypervisor",
+        )
+    ], "tcg"
+
+
+def check_nested() -> Check:
+    for mod in ("kvm_intel", "kvm_amd"):
+        p = Path(f"/sys/module/{mod}/parameters/nested")
+        if p.exists():
+            value = p.read_text().strip()
+            on = value in ("Y", "1")
+            return Check(
+                name="nested-virtualisation",
+                ok=on,
+                blocking=False,
+                detail=f"{mod} nested={value}",
+                fix=None
+                if on
+                else f"modprobe {mod} nested=1 (only needed for VMs "
+                "inside agent-vm VMs, e.g. nix flake check in a guest)",
+            )
+    in_vm = "hypervisor" in Path("/proc/cpuinfo").read_text()
+    return Check(
+        name="nested-virtualisation",
+        ok=False,
+        blocking=False,
+        detail="no kvm_intel/kvm_amd module" + (" (this host is itself a VM)" if in_vm else ""),
+        fix="only needed to run VMs inside agent-vm VMs",
+    )
+
+
+def check_virtiofsd() -> Check:
+    found = tools.have("virtiofsd") or any(
+        Path(p).exists() for p in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
+    )
+    return Check(
+        name="virtiofsd",
+        ok=found,
+        blocking=False,
+        detail="virtiofsd found"
+        if found
+        else "virtiofsd not found: the workspace is shared over 9p (slower)",
+        fix=None if found else "install virtiofsd (the Nix package brings its own)",
+    )
+
+
+def check_ports() -> list[Check]:
+    out = []
+    for what, start in (("ssh-ports", SSH_PORT_START), ("agent-ports", AGENT_PORT_START)):
+        try:
+            first = ports.allocate("127.0.0.1", start, ())
+            out.append(
+                Check(
+                    name=what,
+                    ok=True,
+                    blocking=True,
+                    detail=f"first free port from {start}: {first}",
+                )
+            )
+        except AgentVmError as exc:
+            out.append(
+                Check(name=what, ok=False, blocking=True, detail=exc.message, fix="free some ports")
+            )
+    return out
+
+
+def check_state_dir(layout: StateLayout) -> list[Check]:
+    root = layout.root
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))
+    writable = os.access(probe, os.W_OK | os.X_OK)
+    checks = [
+        Check(
+            name="state-dir",
+            ok=writable,
+            blocking=True,
+            detail=f"{root} {'is' if root.exists() else 'will be'} "
+            f"{'writable' if writable else 'NOT writable'}",
+            fix=None if writable else f"fix permissions of {probe} or use --state-dir",
+        )
+    ]
+    if root.exists():
+        mode = stat.S_IMODE(root.stat().st_mode)
+        private = mode & 0o077 == 0
+        checks.append(
+            Check(
+                name="state-dir-permissions",
+                ok=private,
+                blocking=False,
+                detail=f"{root} mode {mode:04o}",
+                fix=None if private else f"chmod 700 {root}",
+            )
+        )
+    return checks
+
+
+def check_stale(layout: StateLayout) -> Check:
+    stale = []
+    for name in store.vm_names(layout):
+        vm = layout.vm(name)
+        try:
+            rt = store.load_runtime(vm)
+        except AgentVmError as exc:
+            stale.append(f"{name} ({exc.message})")
+            continue
+        live = procs.is_ours(rt.pid, rt.pid_start_time, vm.dir)
+        if rt.state != VmState.STOPPED and not live:
+            stale.append(f"{name} (recorded {rt.state.value}, QEMU gone)")
+        elif rt.state == VmState.STOPPED and any(p.exists() for p in vm.sockets):
+            stale.append(f"{name} (stopped, sockets left)")
+    return Check(
+        name="stale-vms",
+        ok=not stale,
+        blocking=False,
+        detail="none" if not stale else "; ".join(stale),
+        fix=None
+        if not stale
+        else "'agent-vm start NAME' recovers, 'agent-vm stop NAME' "
+        "cleans up, 'agent-vm destroy NAME' removes",
+    )
+
+
+def run(ctx: Context) -> DoctorReport:
+    checks: list[Check] = [check_nix()]
+    steps: list[Callable[[], Check]] = [
+        lambda: check_tool("qemu", [QEMU, "--version"], r"version (\d+\.\d+\.\d+)"),
+        lambda: check_tool("qemu-img", ["qemu-img", "--version"], r"version (\d+\.\d+\.\d+)"),
+        lambda: check_tool("ssh", ["ssh", "-V"], r"OpenSSH_([\w.]+)"),
+        _ssh_keygen,
+        lambda: check_tool("git", ["git", "--version"], r"version (\d+\.\d+\.\d+)"),
+    ]
+    checks += [s() for s in steps]
+    kvm_checks, accel = check_kvm()
+    checks += kvm_checks
+    checks += [
+        check_nested(),
+        check_virtiofsd(),
+        *check_ports(),
+        *check_state_dir(ctx.layout),
+        check_stale(ctx.layout),
+    ]
+    ok = all(c.ok for c in checks if c.blocking)
+    return DoctorReport(ok=ok, accelerator=accel, checks=checks)
+
+
+def _ssh_keygen() -> Check:
+    found = tools.have("ssh-keygen")
+    return Check(
+        name="ssh-keygen",
+        ok=found,
+        blocking=True,
+        detail="ssh-keygen found" if found else "ssh-keygen not found on PATH",
+        fix=None if found else "install openssh-client",
+    )
+
+
+def render(report: DoctorReport) -> str:
+    lines = []
+    for c in report.checks:
+        mark = "ok  " if c.ok else ("FAIL" if c.blocking else "warn")
+        lines.append(f"[{mark}] {c.name}: {c.detail}")
+        if not c.ok and c.fix:
+            lines.append(f"       fix: {c.fix}")
+    lines.append(f"accelerator: {report.accelerator}")
+    lines.append("ready for 'agent-vm up'" if report.ok else "NOT ready: fix the FAIL lines above")
+    return "\n".join(lines)
