@@ -71,21 +71,30 @@ class Cli:
         return r
 
 
-def kill_processes_under(path: Path) -> list[int]:
-    """Kill any process whose command line mentions `path` (no stray QEMU)."""
-    killed = []
+def processes_under(path: Path) -> list[int]:
+    """Pids of processes whose command line mentions `path`."""
     marker = str(path).encode()
+    found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes()
-        except OSError:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if marker in cmd and int(proc.name) != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
+        if marker in cmd and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def kill_processes_under(path: Path) -> list[int]:
+    """SIGKILL every live process whose command line mentions `path`."""
+    killed = []
+    for pid in processes_under(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
     return killed
 
 
