@@ -22,6 +22,7 @@ from . import accel, gitops, keys, nixbuild, ownership, ports, procs, qmp, readi
 from .errors import (
     AlreadyExists,
     AlreadyRunning,
+    BuildFailed,
     CorruptState,
     InvalidInput,
     NotFound,
@@ -339,6 +340,14 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
         emit(EventKind.VM_STARTING, f"starting VM {vm.name}", vm=vm.name)
         try:
             return cfg, _boot(ctx, vm, cfg, rt)
+        except (BuildFailed, KeyboardInterrupt) as exc:
+            # Nothing ran (or the user changed their mind): QEMU is gone, so
+            # the VM is simply stopped, not failed.
+            rt = Runtime(state=VmState.STOPPED, stopped_at=datetime.now(UTC), stages=rt.stages)
+            store.save(vm.runtime, rt)
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "nix build failed"
+            emit(EventKind.VM_STOPPED, f"VM {vm.name} not started: {why}", vm=vm.name)
+            raise
         except BaseException as exc:
             rt.state = VmState.FAILED
             rt.reason = getattr(exc, "message", None) or type(exc).__name__
