@@ -25,6 +25,7 @@ from .errors import (
     BuildFailed,
     CorruptState,
     InvalidInput,
+    MissingTool,
     NotFound,
     NotRunning,
     StopFailed,
@@ -340,12 +341,12 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
         emit(EventKind.VM_STARTING, f"starting VM {vm.name}", vm=vm.name)
         try:
             return cfg, _boot(ctx, vm, cfg, rt)
-        except (BuildFailed, KeyboardInterrupt) as exc:
+        except (BuildFailed, MissingTool, KeyboardInterrupt) as exc:
             # Nothing ran (or the user changed their mind): QEMU is gone, so
             # the VM is simply stopped, not failed.
             rt = Runtime(state=VmState.STOPPED, stopped_at=datetime.now(UTC), stages=rt.stages)
             store.save(vm.runtime, rt)
-            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "nix build failed"
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else exc.message
             emit(EventKind.VM_STOPPED, f"VM {vm.name} not started: {why}", vm=vm.name)
             raise
         except BaseException as exc:
