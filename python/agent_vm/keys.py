@@ -20,17 +20,18 @@ def host_alias(name: str) -> str:
     return f"agent-vm-{name}"
 
 
-def generate(vm: VmPaths) -> None:
+def generate(vm: VmPaths, name: str) -> None:
+    """Make both keys in `vm` (possibly a temp dir) for the VM called `name`."""
     ensure_private_dir(vm.ssh_dir)
-    for key, comment in ((vm.client_key, f"agent-vm@{vm.name}"), (vm.host_key, f"host@{vm.name}")):
+    for key, comment in ((vm.client_key, f"agent-vm@{name}"), (vm.host_key, f"host@{name}")):
         tools.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
         os.chmod(key, 0o600)
-    write_known_hosts(vm)
+    write_known_hosts(vm, name)
 
 
-def write_known_hosts(vm: VmPaths) -> None:
+def write_known_hosts(vm: VmPaths, name: str) -> None:
     pub = vm.host_pubkey.read_text().split()
-    atomic_write(vm.known_hosts, f"{host_alias(vm.name)} {pub[0]} {pub[1]}\n")
+    atomic_write(vm.known_hosts, f"{host_alias(name)} {pub[0]} {pub[1]}\n")
 
 
 def public_key(path: Path) -> str:

@@ -159,7 +159,7 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
         tmp = VmPaths(ctx.layout.vms / f".{name}.creating-{os.getpid()}")
         try:
             ensure_private_dir(tmp.dir)
-            keys.generate(tmp)
+            keys.generate(tmp, name)
             emit(EventKind.SSH_KEY_GENERATED, "generated SSH client and host keys", vm=name)
             if opts.workspace is not None:
                 workspace, owned = opts.workspace.resolve(), False

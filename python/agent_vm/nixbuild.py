@@ -58,6 +58,8 @@ def build_argv(flake: str, system: str, out_link: Path) -> list[str]:
         NIX_FEATURES,
         "build",
         "--impure",
+        "--log-format",
+        "internal-json",
         "--print-build-logs",
         "--out-link",
         str(out_link),

@@ -1,0 +1,41 @@
+#!/bin/sh
+# mmdebstrap customize hook: turns the bootstrapped tree ($1) into the test
+# guest, with the files from $2. Runs on the host; guest commands go
+# through chroot.
+set -eu
+root="$1"
+files="$2"
+
+# A small initrd: only the modules needed to mount a virtio ext4 root.
+install -m 0644 "$files/initramfs-modules" "$root/etc/initramfs-tools/modules"
+printf 'MODULES=list\nCOMPRESS=gzip\n' >"$root/etc/initramfs-tools/conf.d/agent-vm.conf"
+chroot "$root" update-initramfs -u -k all
+
+echo agent-vm >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 agent-vm\n' >"$root/etc/hosts"
+printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
+install -m 0644 "$files/fstab" "$root/etc/fstab"
+mkdir -p "$root/workspace"
+
+# No host keys baked into the image: the VM's key arrives as a credential.
+rm -f "$root"/etc/ssh/ssh_host_*
+install -m 0644 "$files/sshd-agent-vm.conf" "$root/etc/ssh/sshd_config.d/agent-vm.conf"
+
+install -m 0644 "$files/10-virtio.network" "$root/etc/systemd/network/10-virtio.network"
+
+install -m 0755 "$files/agent-vm-setup" "$root/usr/local/sbin/agent-vm-setup"
+install -m 0755 "$files/agent-vm-agent" "$root/usr/local/sbin/agent-vm-agent"
+install -m 0644 "$files/agent-vm-setup.service" "$root/etc/systemd/system/agent-vm-setup.service"
+install -m 0644 "$files/agent-vm-agent.service" "$root/etc/systemd/system/agent-vm-agent.service"
+mkdir -p "$root/etc/systemd/system/ssh.service.d"
+install -m 0644 "$files/ssh-after-setup.conf" "$root/etc/systemd/system/ssh.service.d/agent-vm.conf"
+
+chroot "$root" systemctl enable systemd-networkd.service agent-vm-setup.service agent-vm-agent.service
+# Nothing on the way to sshd that need not be there.
+chroot "$root" systemctl mask \
+  systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer \
+  e2scrub_all.timer e2scrub_reap.service fstrim.timer getty@tty1.service \
+  systemd-random-seed.service
+chroot "$root" passwd -l root >/dev/null
+
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
