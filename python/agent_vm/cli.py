@@ -235,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM/SIGHUP unwind like Ctrl-C, so a starting VM is cleaned up.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+    # From here on Ctrl-C unwinds (cleaning up what a command started).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return COMMANDS[args.verb](ctx, args)
     except AgentVmError as exc:

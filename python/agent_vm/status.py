@@ -44,11 +44,19 @@ class VmList(BaseModel):
     vms: list[VmStatus]
 
 
-def status(ctx: Context, vm: VmPaths, probe: bool = True) -> VmStatus:
+def status(
+    ctx: Context, vm: VmPaths, probe: bool = True, tolerate_corrupt: bool = False
+) -> VmStatus:
+    """The VM's status; a corrupt state file raises unless `tolerate_corrupt`
+
+    (then the VM is reported as "broken", so `list` keeps showing the others).
+    """
     try:
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
     except AgentVmError as exc:
+        if not tolerate_corrupt:
+            raise
         return VmStatus(name=vm.name, state="broken", error=exc.message)
     state, reason = current_state(ctx, vm, rt)
     running = state == VmState.RUNNING
@@ -78,7 +86,7 @@ def status(ctx: Context, vm: VmPaths, probe: bool = True) -> VmStatus:
 def list_all(ctx: Context) -> list[VmStatus]:
     rows = []
     for name in store.vm_names(ctx.layout):
-        rows.append(status(ctx, ctx.layout.vm(name), probe=False))
+        rows.append(status(ctx, ctx.layout.vm(name), probe=False, tolerate_corrupt=True))
     return rows
 
 

@@ -15,7 +15,8 @@ from .paths import StateLayout, VmPaths
 M = TypeVar("M", bound=BaseModel)
 
 
-def load(path: Path, model: type[M]) -> M:
+def load(path: Path, model: type[M], recover: str = "restore it or delete it") -> M:
+    """`path` parsed as `model`; CorruptState (naming the file) when it is not."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -27,7 +28,7 @@ def load(path: Path, model: type[M]) -> M:
         where = ".".join(str(p) for p in first["loc"]) or "file"
         raise CorruptState(
             f"{path} is corrupt ({where}: {first['msg']})",
-            hint="restore it, or remove the VM with 'agent-vm destroy --force NAME'",
+            hint=recover,
         ) from None
 
 
@@ -38,14 +39,18 @@ def save(path: Path, obj: BaseModel) -> None:
 def load_config(vm: VmPaths) -> VmConfig:
     if not vm.config.exists():
         raise NotFound(f"no VM named {vm.name!r}")
-    return load(vm.config, VmConfig)
+    return load(vm.config, VmConfig, _recover_vm(vm))
 
 
 def load_runtime(vm: VmPaths) -> Runtime:
     """The runtime record; a VM that never ran has none and is stopped."""
     if not vm.runtime.exists():
         return Runtime()
-    return load(vm.runtime, Runtime)
+    return load(vm.runtime, Runtime, _recover_vm(vm))
+
+
+def _recover_vm(vm: VmPaths) -> str:
+    return f"restore it, or remove the VM with 'agent-vm destroy --force {vm.name}'"
 
 
 def vm_names(layout: StateLayout) -> list[str]:

@@ -1,0 +1,24 @@
+"""The console-script entry point.
+
+Ctrl-C while the CLI is still importing or parsing arguments must not print
+a traceback: until `cli.main` is ready to turn KeyboardInterrupt into exit
+code 130 itself, SIGINT just exits with that code (nothing has been
+touched yet, so there is nothing to clean up).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+
+def _early_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(130)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, _early_interrupt)
+    from .cli import main as cli_main  # noqa: PLC0415 - imported under the handler
+
+    sys.exit(cli_main())
