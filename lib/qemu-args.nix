@@ -27,15 +27,19 @@ rec {
     Paths of the files the runner and the CLI share inside the VM's state
     directory (see docs/contract.md).
 
+    Unix sockets are relative to the state directory, which is the runner's
+    working directory: a socket address holds at most 107 bytes, and a state
+    directory under a long home path would not fit.
+
     Type: statePaths :: string -> attrset
   */
   statePaths = stateDir: {
     disk = "${stateDir}/disk.qcow2";
     pidFile = "${stateDir}/qemu.pid";
-    qmpSocket = "${stateDir}/qmp.sock";
-    consoleSocket = "${stateDir}/console.sock";
+    qmpSocket = "qmp.sock";
+    consoleSocket = "console.sock";
     serialLog = "${stateDir}/serial.log";
-    virtiofsSocket = "${stateDir}/virtiofs.sock";
+    virtiofsSocket = "virtiofs.sock";
     hostKey = "${stateDir}/ssh/ssh_host_ed25519_key";
     authorizedKeys = "${stateDir}/ssh/id_ed25519.pub";
   };

@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import argcomplete
 
@@ -18,7 +18,7 @@ from .commands import COMMANDS
 from .errors import AgentVmError
 from .events import REPORTER
 from .lifecycle import Context
-from .paths import StateLayout, default_state_dir
+from .paths import StateLayout, check_state_dir, default_state_dir
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -132,8 +132,20 @@ def _grace(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line and a hint, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        verb = self.prog.removeprefix("agent-vm").strip()
+        where = f"{verb}: " if verb else ""
+        self.exit(
+            2,
+            f"agent-vm: error: {where}{message}\nagent-vm: hint: see '{self.prog} --help'\n",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="agent-vm",
         description="Per-branch NixOS virtual machines for AI coding agents.",
     )
@@ -231,7 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         no_color=args.no_color,
         json_lines=args.log_format == "json",
     )
-    ctx = Context(layout=StateLayout(_state_dir_from(args)), timeout=args.timeout)
+    try:
+        state_dir = check_state_dir(_state_dir_from(args))
+    except AgentVmError as exc:
+        _report_error(exc, args.debug)
+        return exc.exit_code
+    ctx = Context(layout=StateLayout(state_dir), timeout=args.timeout)
     # SIGTERM/SIGHUP unwind like Ctrl-C, so a starting VM is cleaned up.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import NotRunning
+from .fsutil import connect_unix
 
 ESCAPE = b"\x1d"  # Ctrl-]
 
@@ -35,7 +36,7 @@ def attach(sock_path: Path, name: str) -> None:
     """Pump bytes between the terminal and the VM's serial socket until Ctrl-]."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(str(sock_path))
+        connect_unix(s, sock_path)
     except OSError:
         s.close()
         raise NotRunning(f"cannot attach to the console of VM {name} (is it running?)") from None

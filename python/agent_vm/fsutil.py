@@ -6,12 +6,16 @@ import contextlib
 import errno
 import fcntl
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import Busy
+
+# sun_path in struct sockaddr_un is 108 bytes including the NUL.
+MAX_SOCKET_PATH = 107
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -87,3 +91,19 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
     text = data.decode("utf-8", "replace").replace("\r", "")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def connect_unix(sock: socket.socket, path: Path) -> None:
+    """Connect to a unix socket at `path`, however long the path is.
+
+    A long path is reached through /proc/self/fd/N/<name>, with N an
+    O_PATH descriptor of the directory, which always fits.
+    """
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        sock.connect(str(path))
+        return
+    dirfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        sock.connect(f"/proc/self/fd/{dirfd}/{path.name}")
+    finally:
+        os.close(dirfd)

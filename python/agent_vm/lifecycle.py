@@ -45,7 +45,7 @@ from .models import (
     check_host,
 )
 from .names import vm_name
-from .paths import MAX_SOCKET_PATH, StateLayout, VmPaths
+from .paths import StateLayout, VmPaths
 from .state import alive, effective, transition
 
 SSH_PORT_START = 2222
@@ -105,15 +105,6 @@ def taken_ports(layout: StateLayout, exclude: str | None = None) -> set[int]:
     return used
 
 
-def _check_socket_paths(vm: VmPaths) -> None:
-    longest = max((str(p) for p in vm.sockets), key=len)
-    if len(longest.encode()) > MAX_SOCKET_PATH:
-        raise InvalidInput(
-            f"state directory path is too long for unix sockets ({longest!r})",
-            hint="use a shorter --state-dir",
-        )
-
-
 def _validate_options(opts: CreateOptions) -> None:
     # The models validate too; these messages name the flag the user typed.
     if opts.port is not None and not 1024 <= opts.port <= 65535:
@@ -142,7 +133,6 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
     checkout = gitops.resolve(repo, opts.branch)
     name = vm_name(str(repo), checkout.branch)
     vm = ctx.layout.vm(name)
-    _check_socket_paths(vm)
     if not ipaddress.ip_address(opts.host).is_loopback:
         warn(f"binding the VM's ports to {opts.host} exposes SSH and the agent to the network")
     ensure_private_dir(ctx.layout.vms)

@@ -7,12 +7,26 @@ from pathlib import Path
 
 import platformdirs
 
-# sun_path in struct sockaddr_un is 108 bytes including the NUL.
-MAX_SOCKET_PATH = 107
+from .errors import InvalidInput
 
 
 def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("agent-vm", appauthor=False))
+
+
+def check_state_dir(path: Path) -> Path:
+    """The state dir as an absolute path, refusing what ssh cannot be given.
+
+    ssh expands ${VAR} in key and known_hosts paths and has no escape for it;
+    a double quote cannot be quoted in its option values.
+    """
+    text = str(path)
+    if "${" in text or '"' in text or "\n" in text:
+        raise InvalidInput(
+            f"the state directory {text!r} contains '${{', a double quote or a newline",
+            hint="choose another --state-dir",
+        )
+    return path.absolute()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from .fsutil import connect_unix
+
 
 class QmpError(Exception):
     pass
@@ -17,7 +19,7 @@ class Qmp:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(str(path))
+            connect_unix(self.sock, path)
         except OSError as exc:
             self.sock.close()
             raise QmpError(f"cannot connect to {path}: {exc.strerror}") from None

@@ -24,12 +24,12 @@ def base_argv(
         "ssh",
         "-F",
         "none",  # the user's ~/.ssh/config must not redirect or weaken this
-        "-i",
-        str(vm.client_key),
+        "-o",
+        f"IdentityFile={config_path(str(vm.client_key))}",
         "-o",
         "IdentitiesOnly=yes",
         "-o",
-        f"UserKnownHostsFile={vm.known_hosts}",
+        f"UserKnownHostsFile={config_path(str(vm.known_hosts))}",
         "-o",
         "GlobalKnownHostsFile=/dev/null",
         "-o",
@@ -46,6 +46,14 @@ def base_argv(
     if batch:
         argv += ["-o", "BatchMode=yes"]
     return argv
+
+
+def config_path(path: str) -> str:
+    """A path as an ssh option value: ssh splits these on spaces and expands
+
+    %-tokens (and ${VAR}, which has no escape: StateLayout refuses such dirs).
+    """
+    return '"' + path.replace("%", "%%") + '"'
 
 
 def command_argv(

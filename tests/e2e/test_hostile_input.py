@@ -14,7 +14,7 @@ ODD_BRANCHES = [
     "fé/ünï-çødé",
     "quote'and\"double",
     "$(touch${IFS}PWNED)",
-    "`touch PWNED2`",
+    "`touch${IFS}PWNED2`",
     "a;b|c&d",
     "dots.in.name",
     "/".join(["long" * 16] * 5),  # > 255 characters in all
@@ -51,6 +51,7 @@ def test_odd_branch_names_give_safe_unique_names(cli: Cli, repo: Path, tmp_path:
         (["create", "--host", "not-an-ip"], 2, "not an IP address"),
         (["create", "--branch=-rf"], 2, "not a valid branch name"),
         (["create", "--branch", "a..b"], 2, "not a valid branch name"),
+        (["create", "--branch", "with space"], 2, "not a valid branch name"),
         (["create", "--branch", "no-such-branch"], 10, "unknown branch"),
         (["create", "--config", "/nonexistent.nix"], 2, "is not a file"),
         (["status", "nothing-here"], 3, "no VM"),
