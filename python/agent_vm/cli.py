@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
-
-import argcomplete
 
 from . import __version__, gitops, store
 from .commands import COMMANDS
@@ -178,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("start", help="build and boot the VM, wait until it is ready")
     _target(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay until the VM stops; SIGTERM powers it down (for systemd units)",
+    )
     p = sub.add_parser("stop", help="power the VM down (ACPI, then SIGTERM, then SIGKILL)")
     _target(p)
     _grace(p)
@@ -233,7 +237,10 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argcomplete.autocomplete(parser)
+    if "_ARGCOMPLETE" in os.environ:  # only the shell's completion hook pays for it
+        import argcomplete  # noqa: PLC0415
+
+        argcomplete.autocomplete(parser)
     args_list, command = _split_command(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(args_list)
     args.remote = command

@@ -130,6 +130,8 @@ def cmd_start(ctx: Context, a: argparse.Namespace) -> int:
     vm = resolve_target(ctx, a.target)
     cfg, _ = lifecycle.start(ctx, vm)
     _report_started(ctx, vm, cfg, a.json)
+    if a.foreground:
+        lifecycle.supervise(ctx, vm)
     return 0
 
 

@@ -24,6 +24,7 @@ from .errors import (
     AlreadyRunning,
     BuildFailed,
     CorruptState,
+    GuestFailed,
     InvalidInput,
     MissingTool,
     NotFound,
@@ -86,7 +87,7 @@ class CreateOptions:
 
 
 def _attach(ctx: Context, name: str) -> None:
-    REPORTER.attach(name, ctx.layout.vm(name).dir / "events.log")
+    REPORTER.attach(name, ctx.layout.vm(name).events_log)
 
 
 def taken_ports(layout: StateLayout, exclude: str | None = None) -> set[int]:
@@ -406,6 +407,35 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
         stages=[s.model_dump() for s in rt.stages],
     )
     return rt
+
+
+SUPERVISE_POLL = 0.5
+
+
+def supervise(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -> None:
+    """Stay in the foreground while the VM's QEMU runs (`start --foreground`).
+
+    This is what the NixOS host module's systemd units run: SIGTERM (which
+    the CLI turns into KeyboardInterrupt) powers the VM down cleanly and
+    returns; QEMU going away by itself raises GuestFailed, a failure for
+    systemd to restart.
+    """
+    rt = store.load_runtime(vm)
+    try:
+        while procs.is_ours(rt.pid, rt.pid_start_time, vm.dir):
+            time.sleep(SUPERVISE_POLL)
+    except KeyboardInterrupt:
+        stop(ctx, vm, timeouts)
+        return
+    reason = "QEMU exited while the VM was supervised"
+    with ctx.lock(vm.name):
+        current = store.load_runtime(vm)
+        if current.pid == rt.pid and current.state == VmState.RUNNING:
+            current.state, current.reason = VmState.FAILED, reason
+            current.pid = current.pid_start_time = None
+            store.save(vm.runtime, current)
+    emit(EventKind.VM_FAILED, f"VM {vm.name}: {reason}", severity=Severity.ERROR, vm=vm.name)
+    raise GuestFailed(f"VM {vm.name}: {reason}", hint=f"see {vm.serial_log}")
 
 
 @dataclass

@@ -27,7 +27,9 @@ DiskMiB = Annotated[int, Field(ge=512, le=16 * 1024 * 1024)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # defer_build: a model's validator is made when first used, so a command
+    # pays only for the models it touches (start-up time of `status`/`list`).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class Network(StrEnum):
@@ -112,7 +114,11 @@ class Runtime(_Strict):
 
 class _Camel(_Strict):
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        defer_build=True,
     )
 
 

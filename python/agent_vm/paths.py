@@ -122,6 +122,10 @@ class VmPaths:
         return self.dir / "build.log"
 
     @property
+    def events_log(self) -> Path:
+        return self.dir / "events.log"
+
+    @property
     def disk(self) -> Path:
         return self.dir / "disk.qcow2"
 

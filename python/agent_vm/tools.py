@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from plumbum import local
-from plumbum.commands import CommandNotFound, ProcessTimedOut
-
 from .errors import CommandFailed, MissingTool
 
 # Which package to install for each tool we run (for the error's hint).
@@ -45,6 +42,11 @@ class Result:
 
 def resolve(tool: str) -> Any:
     """A plumbum command for `tool`, or MissingTool naming what to install."""
+    # plumbum is imported on first use: it is most of the CLI's start-up
+    # time, and `status`/`list` run no external program.
+    from plumbum import local  # noqa: PLC0415
+    from plumbum.commands import CommandNotFound  # noqa: PLC0415
+
     try:
         return local[tool]
     except CommandNotFound:
@@ -66,6 +68,8 @@ def run(
     stdin: str | None = None,
 ) -> Result:
     """Run to completion and capture output."""
+    from plumbum.commands import ProcessTimedOut  # noqa: PLC0415
+
     cmd = _with_env(resolve(argv[0])[list(argv[1:])], env)
     kwargs: dict[str, Any] = {"retcode": None, "timeout": timeout}
     if cwd is not None:
@@ -141,8 +145,8 @@ def run_foreground(argv: Sequence[str], *, env: Mapping[str, str] | None = None)
 
 def have(tool: str) -> bool:
     try:
-        local[tool]
-    except CommandNotFound:
+        resolve(tool)
+    except MissingTool:
         return False
     return True
 

@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""agent-vm benchmark: the CLI against baselines measured in the same run.
+
+Run as root on the test machine (after ./run-tests has installed things):
+
+    /opt/agent-vm-tests/venv/bin/python bench/bench.py [--runs 3]
+
+It uses the same Debian stand-in guest and test flake as the end-to-end
+tests, and prints a Markdown table of ratios with the raw medians:
+
+* `agent-vm start` to ready  /  the bare runner started by hand to the
+  first successful SSH login;
+* `agent-vm status` and `list` with 20 VMs defined  /  `python -c pass`;
+* `create` on a 100 000-commit repository  /  on a one-commit repository;
+* `agent-vm stop` (graceful)  /  a bare QMP powerdown until QEMU exits;
+* readiness detection: from the moment the forwarded port first returns
+  an SSH banner to the moment agent-vm logs `ssh.connected`, against one
+  SSH login measured right after.
+
+Nothing here asserts: the numbers go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from agent_vm import qmp, ssh, store  # noqa: E402
+from agent_vm.paths import StateLayout  # noqa: E402
+from harness import Cli, base_env, git, make_repo  # noqa: E402
+
+VMS_FOR_LISTING = 20
+BIG_HISTORY = 100_000
+
+
+def median_time(fn: Callable[[], object], runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def setup() -> tuple[Path, Path]:
+    guest = subprocess.run(
+        ["bash", str(ROOT / "tests/e2e/guest/build-guest.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    flake = Path(tempfile.mkdtemp(prefix="agent-vm-bench-flake-"))
+    shutil.copy(ROOT / "tests/e2e/flake/flake.nix", flake / "flake.nix")
+    shutil.copytree(ROOT / "lib", flake / "lib")
+    return Path(guest), flake
+
+
+def ssh_login_argv(state: Path, name: str) -> list[str]:
+    vm = StateLayout(state).vm(name)
+    cfg = store.load_config(vm)
+    return ssh.command_argv(vm, cfg, cfg.ssh_port, ["true"], tty=False)
+
+
+def ssh_ok(argv: list[str]) -> bool:
+    return subprocess.run(argv, capture_output=True, check=False, timeout=30).returncode == 0
+
+
+def bare_runner(state: Path, name: str, env: dict[str, str]) -> tuple[float, float]:
+    """Start the built runner by hand; seconds to first SSH login, and seconds
+    from a QMP powerdown until QEMU has exited."""
+    vm = StateLayout(state).vm(name)
+    argv = ssh_login_argv(state, name)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(vm.runner)],
+        env=dict(os.environ) | env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    while not ssh_ok(argv):
+        time.sleep(0.05)
+    ready = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    qmp.powerdown(vm.qmp_socket)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return ready, time.perf_counter() - t1
+
+
+class BannerWatch:
+    """Polls the forwarded SSH port every 5 ms; remembers when a banner first came."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.first: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if ssh.banner("127.0.0.1", self.port, timeout=0.5):
+                self.first = time.time()
+                return
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def connected_at(state: Path, name: str) -> float:
+    log = StateLayout(state).vm(name).events_log
+    last = None
+    for line in log.read_text().splitlines():
+        ev = json.loads(line)
+        if ev["kind"] == "ssh.connected":
+            last = ev["time"]
+    assert last is not None, "no ssh.connected event"
+    return datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
+
+
+def bench_start_stop(cli: Cli, repo: Path, runs: int) -> dict[str, list[float]]:
+    name = cli("create", "--json", cwd=repo).json()["name"]
+    port = cli("status", "--json", cwd=repo).json()["ssh_port"]
+    cli("start", cwd=repo)  # warm-up: builds the runner once
+    cli("stop", cwd=repo)
+    out: dict[str, list[float]] = {
+        "cli_start": [],
+        "bare_start": [],
+        "cli_stop": [],
+        "bare_stop": [],
+        "detect": [],
+        "login": [],
+    }
+    for _ in range(runs):
+        watch = BannerWatch(port)
+        t0 = time.perf_counter()
+        cli("start", cwd=repo)
+        out["cli_start"].append(time.perf_counter() - t0)
+        watch.stop()
+        if watch.first is not None:
+            out["detect"].append(connected_at(cli.state_dir, name) - watch.first)
+        login = ssh_login_argv(cli.state_dir, name)
+        out["login"].append(median_time(lambda a=login: ssh_ok(a), 3))
+        t0 = time.perf_counter()
+        cli("stop", cwd=repo)
+        out["cli_stop"].append(time.perf_counter() - t0)
+
+        ready, stop = bare_runner(cli.state_dir, name, cli.env)
+        out["bare_start"].append(ready)
+        out["bare_stop"].append(stop)
+    cli("destroy", "--force", cwd=repo)
+    return out
+
+
+def bench_listing(cli: Cli, repo: Path, runs: int) -> dict[str, float]:
+    for i in range(VMS_FOR_LISTING):
+        git(repo, "branch", f"bench-{i:02d}")
+        cli("create", "--branch", f"bench-{i:02d}", cwd=repo)
+    one = "bench-00"
+    argv = [sys.executable, "-c", "pass"]
+    env = dict(os.environ) | cli.env
+    res = {
+        "python": median_time(lambda: subprocess.run(argv, check=True), runs),
+        "status": median_time(
+            lambda: subprocess.run(
+                cli.argv("status", one), cwd=repo, env=env, check=True, capture_output=True
+            ),
+            runs,
+        ),
+        "list": median_time(
+            lambda: subprocess.run(
+                cli.argv("list"), cwd=repo, env=env, check=True, capture_output=True
+            ),
+            runs,
+        ),
+    }
+    for i in range(VMS_FOR_LISTING):
+        cli("destroy", "--force", f"bench-{i:02d}", cwd=repo)
+    return res
+
+
+def big_repo(path: Path, commits: int) -> Path:
+    """A repository with `commits` commits, made quickly with git fast-import."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    chunks = []
+    for i in range(1, commits + 1):
+        data = f"{i}\n"
+        msg = f"c{i}\n"
+        parent = f"from :{i - 1}\n" if i > 1 else ""
+        chunks.append(
+            f"commit refs/heads/main\nmark :{i}\n"
+            f"committer b <b@example.invalid> {1700000000 + i} +0000\n"
+            f"data {len(msg)}\n{msg}{parent}M 644 inline f\ndata {len(data)}\n{data}\n"
+        )
+    subprocess.run(
+        ["git", "-C", str(path), "fast-import", "--quiet"],
+        input="".join(chunks).encode(),
+        check=True,
+    )
+    git(path, "checkout", "-q", "-f", "main")
+    return path
+
+
+def bench_create(cli: Cli, tmp: Path, runs: int) -> dict[str, float]:
+    small = make_repo(tmp / "small")
+    big = big_repo(tmp / "big", BIG_HISTORY)
+    count = git(big, "rev-list", "--count", "HEAD").strip()
+    assert int(count) == BIG_HISTORY, count
+
+    def create(repo: Path) -> Callable[[], object]:
+        def go() -> None:
+            t0 = time.perf_counter()
+            cli("create", cwd=repo)
+            samples[repo].append(time.perf_counter() - t0)
+            cli("destroy", "--force", cwd=repo)
+
+        return go
+
+    samples: dict[Path, list[float]] = {small: [], big: []}
+    for _ in range(runs):  # alternate so drift hits both alike
+        create(small)()
+        create(big)()
+    return {"small": statistics.median(samples[small]), "big": statistics.median(samples[big])}
+
+
+def row(what: str, value: float, base: float, target: str, unit: str = "s") -> str:
+    return f"| {what} | {value:.3f} {unit} | {base:.3f} {unit} | {value / base:.2f} | {target} |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="VM boots per side (default 3)")
+    ap.add_argument("--quick-runs", type=int, default=15, help="runs of the fast commands")
+    args = ap.parse_args()
+
+    agent_vm = shutil.which("agent-vm")
+    if agent_vm is None:
+        sys.exit("bench: agent-vm is not on PATH (run ./run-tests once, then use its venv)")
+    guest, flake = setup()
+    tmp = Path(tempfile.mkdtemp(prefix="agent-vm-bench-"))
+    try:
+        cli = Cli(agent_vm, tmp / "state", base_env(flake, guest))
+        repo = make_repo(tmp / "repo")
+        ss = bench_start_stop(cli, repo, args.runs)
+        ls = bench_listing(cli, repo, args.quick_runs)
+        cr = bench_create(cli, tmp, max(3, args.runs))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(flake, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in ss.items() if v}
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, ", end="")
+    print(f"Python {platform.python_version()}, QEMU TCG, runs={args.runs}")
+    print()
+    print("| measure | agent-vm | baseline | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    print(row("start to ready / bare runner to SSH", med["cli_start"], med["bare_start"], "≤ 1.05"))
+    print(row("status, 20 VMs / python -c pass", ls["status"], ls["python"], "≤ 3, ≤ 0.150 s"))
+    print(row("list, 20 VMs / python -c pass", ls["list"], ls["python"], "≤ 3, ≤ 0.150 s"))
+    print(row(f"create, {BIG_HISTORY} commits / 1 commit", cr["big"], cr["small"], "≤ 1.5"))
+    print(row("stop (ACPI) / bare QMP powerdown", med["cli_stop"], med["bare_stop"], "-"))
+    if "detect" in med:
+        print(
+            row("readiness detected after banner / one SSH login", med["detect"], med["login"], "")
+            + " detect ≤ 0.2 s"
+        )
+    print()
+    print("raw samples (s):", json.dumps({k: [round(x, 3) for x in v] for k, v in ss.items()}))
+
+
+if __name__ == "__main__":
+    main()
