@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import console, doctor, gitops, lifecycle, ssh, status, store, tools
+from . import gitops, lifecycle, ssh, status, store, tools
 from .errors import AgentVmError, HostNotReady, NotFound, NotRunning
 from .events import Event
 from .lifecycle import Changes, Context, CreateOptions, StopTimeouts
@@ -247,6 +247,8 @@ def cmd_shell(ctx: Context, a: argparse.Namespace) -> int:
 def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
     vm = resolve_target(ctx, a.target)
     _running(ctx, vm)
+    from . import console  # noqa: PLC0415 - see _schemas
+
     console.attach(vm.console_socket, vm.name)
     return 0
 
@@ -273,6 +275,8 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL, stdout=None, stderr=None
         )
     try:
+        from . import console  # noqa: PLC0415 - see _schemas
+
         console.follow(vm.serial_log)
     except KeyboardInterrupt:
         pass
@@ -284,6 +288,8 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
+    from . import doctor  # noqa: PLC0415 - see _schemas
+
     report = doctor.run(ctx)
     if a.json:
         _print_json(report.model_dump(mode="json"))
@@ -294,18 +300,23 @@ def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {
-    "status": status.VmStatus,
-    "list": status.VmList,
-    "doctor": doctor.DoctorReport,
-    "create": status.VmStatus,
-    "start": status.VmStatus,
-    "event": Event,
-}
+def _schemas() -> dict[str, type[BaseModel]]:
+    # doctor (with the KVM probe) and console are imported only by the verbs
+    # that use them: `status` and `list` must start fast.
+    from . import doctor  # noqa: PLC0415
+
+    return {
+        "status": status.VmStatus,
+        "list": status.VmList,
+        "doctor": doctor.DoctorReport,
+        "create": status.VmStatus,
+        "start": status.VmStatus,
+        "event": Event,
+    }
 
 
 def cmd_schema(ctx: Context, a: argparse.Namespace) -> int:
-    _print_json(SCHEMAS[a.output].model_json_schema())
+    _print_json(_schemas()[a.output].model_json_schema())
     return 0
 
 

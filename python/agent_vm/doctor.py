@@ -151,14 +151,12 @@ def check_nested() -> Check:
 
 
 def check_virtiofsd() -> Check:
-    found = tools.have("virtiofsd") or any(
-        Path(p).exists() for p in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
-    )
+    found = tools.have("virtiofsd")
     return Check(
         name="virtiofsd",
         ok=found,
         blocking=False,
-        detail="virtiofsd found"
+        detail="virtiofsd on PATH: the workspace is shared with virtiofs"
         if found
         else "virtiofsd not found: the workspace is shared over 9p (slower)",
         fix=None if found else "install virtiofsd (the Nix package brings its own)",

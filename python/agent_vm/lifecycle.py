@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from . import accel, gitops, keys, nixbuild, ownership, ports, procs, qmp, readiness, store, tools
 from .errors import (
@@ -226,6 +227,22 @@ def _force_remove(func: object, path: str, exc_info: object) -> None:
             os.unlink(path)
 
 
+SHARE_ENV = "AGENT_VM_SHARE"
+
+
+def workspace_share() -> Literal["9p", "virtiofs"]:
+    """virtiofs when a virtiofsd is on PATH (the Nix package puts one there),
+    9p otherwise; $AGENT_VM_SHARE (9p or virtiofs) overrides."""
+    forced = os.environ.get(SHARE_ENV)
+    if forced == "9p":
+        return "9p"
+    if forced == "virtiofs":
+        return "virtiofs"
+    if forced:
+        raise InvalidInput(f"{SHARE_ENV} must be 9p or virtiofs, not {forced!r}")
+    return "virtiofs" if tools.have("virtiofsd") else "9p"
+
+
 def params_for(vm: VmPaths, cfg: VmConfig, ssh_port: int, agent_port: int) -> VmParams:
     mapping = ownership.for_host_user()
     return VmParams(
@@ -240,7 +257,7 @@ def params_for(vm: VmPaths, cfg: VmConfig, ssh_port: int, agent_port: int) -> Vm
         cores=cfg.cores,
         disk_size_mib=cfg.disk_size_mib,
         network=cfg.network,
-        share="9p",
+        share=workspace_share(),
         workspace=WorkspaceShare(host_path=cfg.workspace, security_model=mapping.security_model),
         user=GuestUser(uid=mapping.uid, gid=mapping.gid),
         ssh_authorized_keys=[keys.public_key(vm.client_pubkey)],

@@ -9,9 +9,10 @@ from pydantic import BaseModel
 
 from . import health, ssh, store
 from .errors import AgentVmError
-from .lifecycle import Context, current_state
+from .lifecycle import Context
 from .models import StageTiming, VmState
 from .paths import VmPaths
+from .state import effective
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -58,7 +59,7 @@ def status(
         if not tolerate_corrupt:
             raise
         return VmStatus(name=vm.name, state="broken", error=exc.message)
-    state, reason = current_state(ctx, vm, rt)
+    state, reason = effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
     running = state == VmState.RUNNING
     ssh_port = rt.ssh_port if rt.ssh_port is not None else cfg.ssh_port
     agent_port = rt.agent_port if rt.agent_port is not None else cfg.agent_port

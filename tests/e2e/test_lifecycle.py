@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -188,3 +190,49 @@ def test_lifecycle_as_unprivileged_user(
     assert (user_tmp / "state").stat().st_mode & 0o077 == 0
     cli("stop", cwd=repo)
     cli("destroy", "--force", cwd=repo)
+
+
+def wait_running(cli: Cli, repo: Path, proc: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        st = status(cli, repo)
+        if st["state"] == "running":
+            return st
+        time.sleep(1)
+    raise AssertionError("the supervised VM never became ready")
+
+
+def test_foreground_start_supervises_the_vm(cli: Cli, repo: Path) -> None:
+    """`start --foreground` is what the NixOS host module's units run."""
+    cli("create", cwd=repo)
+    env = dict(os.environ) | cli.env
+
+    def supervised() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            cli.argv("start", "--foreground"),
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    # QEMU dying behind its back: the supervisor fails (systemd restarts it).
+    proc = supervised()
+    pid = wait_running(cli, repo, proc)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 15, err
+    assert "QEMU exited" in err
+    assert status(cli, repo)["state"] == "failed"
+
+    # SIGTERM (systemd stopping the unit) powers the guest down cleanly.
+    proc = supervised()
+    wait_running(cli, repo, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    st = status(cli, repo)
+    assert st["state"] == "stopped" and st["pid"] is None
+    cli("destroy", cwd=repo)
