@@ -162,7 +162,8 @@ def complete(cli: Cli, repo: Path, line: str, tmp_path: Path) -> list[str]:
         line.split()[:1], cwd=repo, env=env, capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
-    return out.read_text().split("\n") if out.exists() else []
+    # argcomplete appends a space to a unique, finished word.
+    return [w.rstrip() for w in out.read_text().split("\n")] if out.exists() else []
 
 
 def test_completion_offers_vm_names_and_branches(cli: Cli, repo: Path, tmp_path: Path) -> None:
