@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     PROCESS_SIGNALLED = "process.signalled"
     SSH_KEY_GENERATED = "ssh.key_generated"
     SSH_CONNECTING = "ssh.connecting"
+    SSH_BANNER = "ssh.banner"
     SSH_CONNECTED = "ssh.connected"
     SSH_FAILED = "ssh.failed"
     BUILD_STARTED = "build.started"
@@ -88,6 +89,7 @@ class Reporter:
         self.json = False
         self.stream: TextIO = sys.stderr
         self.color = False
+        self.live = False
         self.vm_logs: dict[str, Path] = {}
 
     def configure(
@@ -102,12 +104,10 @@ class Reporter:
         self.stream = stream or sys.stderr
         self.threshold = Severity.DEBUG if debug else Severity.INFO if verbose else Severity.WARNING
         self.json = json_lines
-        self.color = (
-            not no_color
-            and "NO_COLOR" not in os.environ
-            and not json_lines
-            and self.stream.isatty()
-        )
+        # A live progress line needs a terminal; colour needs one too and
+        # must also not be turned off (NO_COLOR, --no-color).
+        self.live = not json_lines and self.stream.isatty()
+        self.color = self.live and not no_color and "NO_COLOR" not in os.environ
 
     def attach(self, vm: str, log_file: Path) -> None:
         """Also append every event about `vm` to `log_file`."""
@@ -151,12 +151,12 @@ class Reporter:
 
     def status_line(self, text: str) -> None:
         """A transient progress line (TTY only): overwritten by the next one."""
-        if self.color and not self.json:
+        if self.live:
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
 
     def clear_status(self) -> None:
-        if self.color and not self.json:
+        if self.live:
             self.stream.write("\r\033[K")
             self.stream.flush()
 

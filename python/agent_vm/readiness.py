@@ -22,6 +22,12 @@ from .paths import VmPaths
 BACKOFF_START = 0.05
 BACKOFF_MAX = 0.2
 
+STAGE_LABELS = {
+    "qemu": "[1/3] starting QEMU",
+    "ssh": "[2/3] guest booting, waiting for SSH",
+    "agent": "[3/3] waiting for the agent service",
+}
+
 LIKELY_CAUSE = {
     "qemu": "QEMU did not come up; see {runner_log}",
     "ssh": "the guest did not bring up sshd in time (still booting under slow TCG emulation, "
@@ -76,17 +82,27 @@ def _poll(probe: Probe, stage: str, attempt: Callable[[], bool]) -> StageTiming:
         if now >= probe.deadline:
             REPORTER.clear_status()
             raise probe.timed_out(stage)
-        REPORTER.status_line(f"waiting for {stage} … {now - t0:.0f}s")
+        REPORTER.status_line(f"{probe.vm.name}: {STAGE_LABELS[stage]} … {now - t0:.0f}s")
         time.sleep(min(delay, max(0.0, probe.deadline - now)))
         delay = min(delay * 1.5, BACKOFF_MAX)
 
 
 def _ssh_attempt(probe: Probe) -> Callable[[], bool]:
     host = probe.cfg.host_address
+    seen_banner = False
 
     def attempt() -> bool:
+        nonlocal seen_banner
         if not ssh.banner(host, probe.ssh_port):
             return False
+        if not seen_banner:
+            seen_banner = True
+            emit(
+                EventKind.SSH_BANNER,
+                "sshd answers; logging in",
+                severity=Severity.DEBUG,
+                vm=probe.vm.name,
+            )
         ok, err = ssh.login_works(probe.vm, probe.cfg, probe.ssh_port)
         if not ok and "Host key verification failed" in err:
             raise GuestFailed(

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 from pathlib import Path
 
 import jsonschema
 from harness import Cli, git
+
+# SGR sequences (colour); erasing a progress line is not colour.
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run_on_tty(cli: Cli, *args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -47,21 +51,34 @@ def test_colour_only_on_a_tty_and_never_with_no_color(cli: Cli, repo: Path) -> N
 
     r = cli(*args, cwd=repo)
     assert "warning" in r.stderr and "created VM" in r.stderr
-    assert "\x1b[" not in r.stderr + r.stdout
+    assert not COLOUR.search(r.stderr + r.stdout)
     cli("destroy", "--force", cwd=repo)
 
     code, out = run_on_tty(cli, *args, cwd=repo, env=env)
     assert code == 0, out
-    assert "\x1b[" in out
+    assert COLOUR.search(out)
     cli("destroy", "--force", cwd=repo)
 
     code, out = run_on_tty(cli, *args, cwd=repo, env=env | {"NO_COLOR": "1"})
-    assert code == 0 and "created VM" in out and "\x1b[" not in out, out
+    assert code == 0 and "created VM" in out and not COLOUR.search(out), out
     cli("destroy", "--force", cwd=repo)
 
     code, out = run_on_tty(cli, "--no-color", *args, cwd=repo, env=env)
-    assert code == 0 and "created VM" in out and "\x1b[" not in out, out
+    assert code == 0 and "created VM" in out and not COLOUR.search(out), out
     cli("destroy", "--force", cwd=repo)
+
+
+def test_progress_on_a_tty_shows_the_readiness_stage(cli: Cli, repo: Path) -> None:
+    env = dict(os.environ) | cli.env
+    code, out = run_on_tty(cli, "up", cwd=repo, env=env)
+    assert code == 0, out
+    assert "[2/3] guest booting, waiting for SSH … " in out, out
+    assert "is running" in out
+    # Not on a terminal: no live line, just the result.
+    cli("stop", cwd=repo)
+    r = cli("start", cwd=repo)
+    assert "\r" not in r.stderr and "guest booting" not in r.stderr
+    cli("destroy", cwd=repo)
 
 
 def schema(cli: Cli, repo: Path, kind: str) -> dict:  # type: ignore[type-arg]
