@@ -143,12 +143,12 @@ class VmParams(_Camel):
     branch: str
     state_dir: str
     host_address: str
-    ssh_port: int
-    agent_port: int
-    guest_agent_port: int = 8000
-    memory_mib: int = Field(alias="memoryMiB")
-    cores: int
-    disk_size_mib: int = Field(alias="diskSizeMiB")
+    ssh_port: Port
+    agent_port: Port
+    guest_agent_port: int = Field(default=8000, ge=1, le=65535)
+    memory_mib: MemoryMiB = Field(alias="memoryMiB")
+    cores: Cores
+    disk_size_mib: DiskMiB = Field(alias="diskSizeMiB")
     network: Network
     share: Literal["9p", "virtiofs"] = "9p"
     workspace: WorkspaceShare
