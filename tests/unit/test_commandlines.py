@@ -10,9 +10,9 @@ from agent_vm import gitops, keys, nixbuild, ssh
 from agent_vm.errors import BuildFailed, CommandFailed, GitError, InvalidInput, MissingTool
 from agent_vm.models import VmConfig
 from agent_vm.paths import StateLayout, VmPaths
-from conftest import LAUNCH_ENVS
 from plumbum import local
 from pytest_subprocess import FakeProcess
+from unit_fakes import LAUNCH_ENVS
 
 DATA = Path(__file__).parent / "data"
 
