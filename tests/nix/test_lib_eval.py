@@ -1,0 +1,677 @@
+"""The pure Nix runner library (lib/), evaluated with
+`nix-instantiate --eval --strict --json` and asserted; the runner script it
+generates is run for real with a fake qemu, qemu-img and virtiofsd.
+
+Every value reaches Nix through --argstr (paths, JSON, hostile strings),
+never spliced into Nix source: the same rule the product follows. Nothing
+skips: without nix-instantiate these tests fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = ROOT / "lib"
+
+# One expression; `what` picks the attribute (the rest stays unevaluated).
+EXPR = r"""
+{ libDir, what, paramsFile ? "", guestJson ? "{}", system ? "x86_64-linux",
+  qemu ? "/fake/qemu", qemuImg ? "/fake/qemu-img", virtiofsd ? "", str ? "" }:
+let
+  lib = import (/. + libDir) { };
+  params = lib.readParams paramsFile;
+  guest = {
+    kernel = "/guest/vmlinuz";
+    initrd = "/guest/initrd";
+    cmdline = "root=/dev/vda";
+  } // builtins.fromJSON guestJson;
+  args = { inherit params guest; hostSystem = system; };
+  scriptArgs = args // { inherit qemu qemuImg; shell = "/bin/sh"; }
+    // (if virtiofsd == "" then { } else { inherit virtiofsd; });
+in
+{
+  inherit params;
+  args = lib.qemuArgs args;
+  script = lib.runnerScript scriptArgs;
+  runner = lib.mkRunner (scriptArgs // { writeScriptBin = name: text: { inherit name text; }; });
+  escapeShellArg = lib.escapeShellArg str;
+  escapeShellArgs = lib.escapeShellArgs (builtins.fromJSON str);
+  escapeQemuOpt = lib.escapeQemuOpt str;
+  qemuOpts = lib.qemuOpts "head" (builtins.fromJSON str);
+  statePaths = lib.statePaths str;
+  supportedVersion = lib.supportedVersion;
+}.${what}
+"""
+
+
+class NixError(Exception):
+    """nix-instantiate failed; the message is its stderr."""
+
+
+def nix_instantiate() -> str:
+    path = shutil.which("nix-instantiate")
+    if path is None:
+        pytest.fail("nix-instantiate is missing: install nix-bin (./run-tests does)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def expr_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    f = tmp_path_factory.mktemp("expr") / "expr.nix"
+    f.write_text(EXPR)
+    return f
+
+
+def evaluate(expr: Path, what: str, **argstrs: str) -> Any:
+    argv = [nix_instantiate(), "--eval", "--strict", "--json", str(expr)]
+    argv += ["--argstr", "libDir", str(LIB), "--argstr", "what", what]
+    for k, v in argstrs.items():
+        argv += ["--argstr", k, v]
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise NixError(res.stderr)
+    return json.loads(res.stdout)
+
+
+def contract_example() -> dict[str, Any]:
+    doc = (ROOT / "docs" / "contract.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
+    data: dict[str, Any] = json.loads(block)
+    return data
+
+
+def params(state_dir: Path | str, **over: Any) -> dict[str, Any]:
+    state = str(state_dir)
+    return {
+        "version": 1,
+        "name": "main-0123abcd",
+        "branch": "main",
+        "stateDir": state,
+        "hostAddress": "127.0.0.1",
+        "sshPort": 2222,
+        "agentPort": 8000,
+        "guestAgentPort": 8000,
+        "memoryMiB": 1024,
+        "cores": 2,
+        "diskSizeMiB": 2048,
+        "network": "open",
+        "share": "9p",
+        "workspace": {
+            "hostPath": f"{state}/workspace",
+            "tag": "workspace",
+            "mountPoint": "/workspace",
+            "securityModel": "none",
+        },
+        "user": {"name": "dev", "uid": 1000, "gid": 1000},
+        "sshAuthorizedKeys": ["ssh-ed25519 AAAA test"],
+        "userModule": None,
+    } | over
+
+
+def write_params(tmp_path: Path, p: dict[str, Any]) -> str:
+    f = tmp_path / "params.json"
+    f.write_text(json.dumps(p))
+    return str(f)
+
+
+def qemu_args(expr: Path, tmp_path: Path, p: dict[str, Any], **argstrs: str) -> list[str]:
+    result: list[str] = evaluate(expr, "args", paramsFile=write_params(tmp_path, p), **argstrs)
+    return result
+
+
+def opt_after(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+# --- parsing and readParams ----------------------------------------------------------
+
+
+def test_every_lib_file_parses() -> None:
+    files = sorted(LIB.glob("*.nix"))
+    assert {f.name for f in files} >= {
+        "default.nix",
+        "params.nix",
+        "qemu-args.nix",
+        "runner-script.nix",
+        "strings.nix",
+    }
+    for f in files:
+        res = subprocess.run(
+            [nix_instantiate(), "--parse", str(f)], capture_output=True, text=True, check=False
+        )
+        assert res.returncode == 0, f"{f}: {res.stderr}"
+
+
+def test_every_nix_file_in_the_repository_parses() -> None:
+    files = [p for p in ROOT.rglob("*.nix") if ".git" not in p.parts]
+    res = subprocess.run(
+        [nix_instantiate(), "--parse", *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+
+
+def test_read_params_accepts_the_contract_example(expr_file: Path, tmp_path: Path) -> None:
+    example = contract_example()
+    got = evaluate(expr_file, "params", paramsFile=write_params(tmp_path, example))
+    assert got == example
+    assert evaluate(expr_file, "supportedVersion") == example["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"version": 2}, "agent-vm params: unsupported version 2"),
+        ({"sshPort": 0}, "agent-vm params: ports must be 1-65535"),
+        ({"sshPort": 70000}, "agent-vm params: ports must be 1-65535"),
+        ({"agentPort": "8000"}, "agent-vm params: ports must be 1-65535"),
+        ({"guestAgentPort": -1}, "agent-vm params: ports must be 1-65535"),
+        ({"agentPort": 2222}, "agent-vm params: sshPort and agentPort must differ"),
+        ({"stateDir": "relative/dir"}, "agent-vm params: stateDir must be absolute"),
+        ({"network": "bridge"}, 'agent-vm params: network must be "open" or "none"'),
+        ({"share": "nfs"}, 'agent-vm params: share must be "9p" or "virtiofs"'),
+        ({"memoryMiB": 64}, "agent-vm params: memoryMiB >= 128 and cores >= 1 required"),
+        ({"cores": 0}, "agent-vm params: memoryMiB >= 128 and cores >= 1 required"),
+        ({"name": "../x"}, "agent-vm params: invalid name '../x'"),
+    ],
+)
+def test_read_params_refuses_bad_values_clearly(
+    expr_file: Path, tmp_path: Path, bad: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(NixError) as exc:
+        evaluate(expr_file, "params", paramsFile=write_params(tmp_path, params("/s") | bad))
+    assert message in str(exc.value)
+
+
+def test_read_params_names_missing_keys(expr_file: Path, tmp_path: Path) -> None:
+    p = params("/s")
+    del p["sshPort"], p["workspace"]
+    with pytest.raises(NixError, match="agent-vm params: missing keys: sshPort, workspace"):
+        evaluate(expr_file, "params", paramsFile=write_params(tmp_path, p))
+
+
+@pytest.mark.parametrize(
+    "host", ["", "127.0.0.1,hostfwd=tcp::9999-:22", "localhost", "256.0.0.1", "::1", 2130706433]
+)
+def test_read_params_refuses_a_bad_host_address(
+    expr_file: Path, tmp_path: Path, host: object
+) -> None:
+    with pytest.raises(NixError, match=r"agent-vm params: .*hostAddress"):
+        evaluate(
+            expr_file, "params", paramsFile=write_params(tmp_path, params("/s", hostAddress=host))
+        )
+
+
+# --- qemuArgs -------------------------------------------------------------------------------
+
+
+def test_qemu_arguments(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    args = qemu_args(expr_file, tmp_path, params(state))
+    assert opt_after(args, "-name") == ["main-0123abcd"]
+    assert opt_after(args, "-m") == ["1024M"]
+    assert opt_after(args, "-smp") == ["2"]
+    assert opt_after(args, "-pidfile") == [f"{state}/qemu.pid"]
+    # Sockets are relative to the state dir, the runner's working directory
+    # (a unix socket path holds at most 107 bytes).
+    assert opt_after(args, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
+    assert opt_after(args, "-chardev")[0] == (
+        f"socket,id=console,path=console.sock,server=on,wait=off,"
+        f"logfile={state}/serial.log,logappend=on"
+    )
+    assert opt_after(args, "-serial") == ["chardev:console"]
+    assert opt_after(args, "-kernel") == ["/guest/vmlinuz"]
+    assert opt_after(args, "-initrd") == ["/guest/initrd"]
+    assert opt_after(args, "-append") == ["console=ttyS0 root=/dev/vda"]
+    assert opt_after(args, "-machine") == ["q35"]
+    assert "-nodefaults" in args and "-no-user-config" in args
+    assert opt_after(args, "-display") == ["none"]
+    assert "-accel" not in args and "-enable-kvm" not in args  # the runner picks it
+
+
+def test_forwards_are_bound_to_the_host_address(expr_file: Path, tmp_path: Path) -> None:
+    args = qemu_args(expr_file, tmp_path, params(tmp_path, sshPort=2345, agentPort=8123))
+    (netdev,) = opt_after(args, "-netdev")
+    assert netdev == (
+        "user,id=net0,hostfwd=tcp:127.0.0.1:2345-:22,hostfwd=tcp:127.0.0.1:8123-:8000"
+    )
+    assert "restrict" not in netdev
+    assert "virtio-net-pci,netdev=net0" in opt_after(args, "-device")
+    # Every forward names its host address: none starts with "tcp::".
+    assert "hostfwd=tcp::" not in netdev
+    other = qemu_args(
+        expr_file, tmp_path, params(tmp_path, hostAddress="10.1.2.3", guestAgentPort=3000)
+    )
+    assert "hostfwd=tcp:10.1.2.3:8000-:3000" in opt_after(other, "-netdev")[0]
+
+
+def test_network_none_is_restrict_on(expr_file: Path, tmp_path: Path) -> None:
+    args = qemu_args(expr_file, tmp_path, params(tmp_path, network="none"))
+    (netdev,) = opt_after(args, "-netdev")
+    assert netdev.startswith("user,id=net0,restrict=on,")
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in netdev  # forwards still work
+
+
+@pytest.mark.parametrize("model", ["none", "mapped-xattr"])
+def test_9p_share(expr_file: Path, tmp_path: Path, model: str) -> None:
+    state = tmp_path / "vm"
+    p = params(state)
+    p["workspace"]["securityModel"] = model
+    args = qemu_args(expr_file, tmp_path, p)
+    assert opt_after(args, "-fsdev") == [
+        f"local,id=workspace,path={state}/workspace,security_model={model}"
+    ]
+    assert "virtio-9p-pci,fsdev=workspace,mount_tag=workspace" in opt_after(args, "-device")
+    assert not any("vhost-user-fs" in a for a in args)
+    assert opt_after(args, "-machine") == ["q35"]
+
+
+def test_virtiofs_share(expr_file: Path, tmp_path: Path) -> None:
+    args = qemu_args(expr_file, tmp_path, params(tmp_path, share="virtiofs", memoryMiB=3072))
+    assert opt_after(args, "-object") == ["memory-backend-memfd,id=mem,size=3072M,share=on"]
+    assert opt_after(args, "-machine") == ["q35,memory-backend=mem"]
+    assert "socket,id=workspace,path=virtiofs.sock" in opt_after(args, "-chardev")
+    assert "vhost-user-fs-pci,chardev=workspace,tag=workspace" in opt_after(args, "-device")
+    assert not opt_after(args, "-fsdev")
+
+
+def test_disks_and_credentials(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    args = qemu_args(
+        expr_file, tmp_path, params(state), guestJson=json.dumps({"storeImage": "/guest/store.img"})
+    )
+    drives = opt_after(args, "-drive")
+    assert drives == [
+        "id=store,file=/guest/store.img,if=none,format=raw,readonly=on",
+        f"id=disk,file={state}/disk.qcow2,if=none,format=qcow2,discard=unmap",
+    ]
+    devices = opt_after(args, "-device")
+    assert devices.index("virtio-blk-pci,drive=store,serial=agent-vm-store") < devices.index(
+        "virtio-blk-pci,drive=disk,serial=agent-vm-disk"
+    )
+    assert opt_after(args, "-fw_cfg") == [
+        f"name=opt/io.systemd.credentials/agent-vm.ssh-host-key,file={state}/ssh/ssh_host_ed25519_key",
+        f"name=opt/io.systemd.credentials/agent-vm.authorized-keys,file={state}/ssh/id_ed25519.pub",
+    ]
+    # Without a store image there is one disk.
+    assert len(opt_after(qemu_args(expr_file, tmp_path, params(state)), "-drive")) == 1
+
+
+def test_extra_args_and_aarch64(expr_file: Path, tmp_path: Path) -> None:
+    args = qemu_args(
+        expr_file,
+        tmp_path,
+        params(tmp_path),
+        guestJson=json.dumps({"extraQemuArgs": ["-device", "x"]}),
+        system="aarch64-linux",
+    )
+    assert args[-2:] == ["-device", "x"]
+    assert opt_after(args, "-machine") == ["virt"]
+    assert opt_after(args, "-append") == ["console=ttyAMA0 root=/dev/vda"]
+    with pytest.raises(NixError, match=r"agent-vm: unsupported system riscv64-linux"):
+        qemu_args(expr_file, tmp_path, params(tmp_path), system="riscv64-linux")
+
+
+def test_commas_in_the_state_dir_are_doubled_in_qemu_options(
+    expr_file: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "a,b c"
+    esc = f"{tmp_path}/a,,b c"
+    args = qemu_args(expr_file, tmp_path, params(state))
+    assert opt_after(args, "-fsdev") == [
+        f"local,id=workspace,path={esc}/workspace,security_model=none"
+    ]
+    assert f"id=disk,file={esc}/disk.qcow2,if=none,format=qcow2,discard=unmap" in opt_after(
+        args, "-drive"
+    )
+    assert opt_after(args, "-chardev")[0].endswith(f"logfile={esc}/serial.log,logappend=on")
+    assert all(f"file={esc}/ssh/" in o for o in opt_after(args, "-fw_cfg"))
+    # -pidfile takes a plain file name, not a QemuOpts list: no doubling.
+    assert opt_after(args, "-pidfile") == [f"{state}/qemu.pid"]
+
+
+# --- quoting helpers ---------------------------------------------------------------------------
+
+HOSTILE = [
+    "",
+    "plain",
+    "it's",
+    "a b",
+    "$(touch pwned)",
+    "`touch pwned`",
+    "${HOME}",
+    '"double"',
+    "back\\slash",
+    "new\nline",
+    "*",
+    "-n",
+    "é ünï",
+    "'; rm -rf / #",
+    "''",
+]
+
+
+@pytest.mark.parametrize("s", HOSTILE)
+def test_escape_shell_arg_round_trips_through_sh(expr_file: Path, tmp_path: Path, s: str) -> None:
+    quoted = evaluate(expr_file, "escapeShellArg", str=s)
+    assert quoted.startswith("'") and quoted.endswith("'")
+    res = subprocess.run(
+        ["sh", "-c", f"printf %s {quoted}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert res.stdout == s
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_escape_shell_args_keeps_words(expr_file: Path, tmp_path: Path) -> None:
+    words = evaluate(expr_file, "escapeShellArgs", str=json.dumps(HOSTILE))
+    res = subprocess.run(
+        ["sh", "-c", f'for a in {words}; do printf "%s\\0" "$a"; done'],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert res.stdout.split("\0")[:-1] == HOSTILE
+
+
+@pytest.mark.parametrize(
+    ("s", "escaped"),
+    [("/a,b", "/a,,b"), (",,", ",,,,"), ("no-comma", "no-comma"), ("a=b c", "a=b c"), ("", "")],
+)
+def test_escape_qemu_opt(expr_file: Path, s: str, escaped: str) -> None:
+    assert evaluate(expr_file, "escapeQemuOpt", str=s) == escaped
+
+
+def test_qemu_opts_skips_nulls_and_escapes(expr_file: Path) -> None:
+    pairs = [
+        {"name": "id", "value": "x"},
+        {"name": "skip", "value": None},
+        {"name": "path", "value": "/a,b"},
+    ]
+    assert evaluate(expr_file, "qemuOpts", str=json.dumps(pairs)) == "head,id=x,path=/a,,b"
+
+
+def test_state_paths(expr_file: Path) -> None:
+    assert evaluate(expr_file, "statePaths", str="/s") == {
+        "disk": "/s/disk.qcow2",
+        "pidFile": "/s/qemu.pid",
+        "qmpSocket": "qmp.sock",
+        "consoleSocket": "console.sock",
+        "serialLog": "/s/serial.log",
+        "virtiofsSocket": "virtiofs.sock",
+        "hostKey": "/s/ssh/ssh_host_ed25519_key",
+        "authorizedKeys": "/s/ssh/id_ed25519.pub",
+    }
+
+
+# --- runnerScript: the text ------------------------------------------------------------------
+
+
+def test_runner_script_text(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    script = evaluate(
+        expr_file,
+        "script",
+        paramsFile=write_params(tmp_path, params(state)),
+        qemu="/nix/store/q/bin/qemu-system-x86_64",
+        qemuImg="/nix/store/q/bin/qemu-img",
+    )
+    assert script.startswith("#!/bin/sh\n")
+    assert "set -eu" in script and "umask 077" in script
+    assert f"cd '{state}'" in script
+    assert re.search(
+        r"^exec '/nix/store/q/bin/qemu-system-x86_64' '-name' 'main-0123abcd' ", script, re.M
+    )
+    assert '"$@"' in script.splitlines()[-1] or '"$@"' in script
+    assert "'/nix/store/q/bin/qemu-img' create -q -f qcow2 \"$disk.tmp\" 2048M" in script
+    assert 'accel="${AGENT_VM_ACCEL:-auto}"' in script
+    for case in ("auto)", "kvm) set -- -accel kvm ;;", "tcg) set -- -accel tcg ;;"):
+        assert case in script
+    assert "set -- -accel kvm -accel tcg" in script
+    assert "AGENT_VM_ACCEL must be auto, kvm or tcg" in script
+
+
+def test_runner_script_with_a_backing_file(expr_file: Path, tmp_path: Path) -> None:
+    script = evaluate(
+        expr_file,
+        "script",
+        paramsFile=write_params(tmp_path, params(tmp_path / "vm")),
+        guestJson=json.dumps({"diskBackingFile": "/guest/root.raw"}),
+    )
+    assert "'/fake/qemu-img' create -q -f qcow2 -b '/guest/root.raw' -F raw \"$disk.tmp\"" in script
+
+
+def test_virtiofs_needs_a_virtiofsd(expr_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(NixError, match="share = virtiofs needs a virtiofsd"):
+        evaluate(
+            expr_file,
+            "script",
+            paramsFile=write_params(tmp_path, params(tmp_path, share="virtiofs")),
+        )
+
+
+def test_mk_runner_uses_the_given_write_script_bin(expr_file: Path, tmp_path: Path) -> None:
+    pf = write_params(tmp_path, params(tmp_path / "vm"))
+    runner = evaluate(expr_file, "runner", paramsFile=pf)
+    assert runner == {"name": "run-agent-vm", "text": evaluate(expr_file, "script", paramsFile=pf)}
+
+
+# --- runnerScript: run for real -----------------------------------------------------------------
+
+
+def make_fakes(tmp_path: Path) -> Path:
+    """Fake qemu / qemu-img / virtiofsd in a directory whose name needs quoting;
+    each records its argv (one per line), cwd and pid in $FAKE_LOG."""
+    fake = tmp_path / "fake bin's"
+    fake.mkdir()
+    (fake / "qemu").write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" > "$FAKE_LOG/qemu.argv"\n'
+        'pwd > "$FAKE_LOG/qemu.cwd"\n'
+        'echo $$ > "$FAKE_LOG/qemu.pid"\n'
+        'exit "${FAKE_QEMU_EXIT:-0}"\n'
+    )
+    (fake / "qemu-img").write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" > "$FAKE_LOG/qemu-img.argv"\n'
+        'for a; do case "$a" in *.tmp) : > "$a" ;; esac; done\n'
+    )
+    (fake / "virtiofsd").write_text(
+        f"#!{sys.executable}\n"
+        "import os, socket, sys, time\n"
+        "log = os.environ['FAKE_LOG']\n"
+        "open(log + '/virtiofsd.argv', 'w').write('\\n'.join(sys.argv[1:]) + '\\n')\n"
+        "open(log + '/virtiofsd.pid', 'w').write(str(os.getpid()))\n"
+        "path = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--socket-path=')][0]\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.bind(path)\n"
+        "s.listen()\n"
+        "time.sleep(30)\n"
+    )
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    return fake
+
+
+def run_runner(
+    expr: Path,
+    tmp_path: Path,
+    p: dict[str, Any],
+    accel: str | None = None,
+    guest: dict[str, Any] | None = None,
+    virtiofsd: bool = False,
+) -> tuple[subprocess.CompletedProcess[str], Path, int]:
+    """Generate the runner for `p`, run it with the fakes; (result, log dir, pid)."""
+    fake = tmp_path / "fake bin's"
+    if not fake.exists():
+        make_fakes(tmp_path)
+    script = evaluate(
+        expr,
+        "script",
+        paramsFile=write_params(tmp_path, p),
+        guestJson=json.dumps(guest or {}),
+        qemu=str(fake / "qemu"),
+        qemuImg=str(fake / "qemu-img"),
+        **({"virtiofsd": str(fake / "virtiofsd")} if virtiofsd else {}),
+    )
+    runner = tmp_path / "run-agent-vm"
+    runner.write_text(script)
+    runner.chmod(0o755)
+    log = tmp_path / "log"
+    shutil.rmtree(log, ignore_errors=True)
+    log.mkdir()
+    Path(p["stateDir"]).mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_VM_ACCEL"} | {"FAKE_LOG": str(log)}
+    if accel is not None:
+        env["AGENT_VM_ACCEL"] = accel
+    proc = subprocess.Popen(
+        [str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess([str(runner)], proc.returncode, out, err), log, proc.pid
+
+
+HOSTILE_STATE = "st ate,x'q$(touch pwned)"
+
+
+def test_runner_execs_qemu_with_the_evaluated_arguments(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / HOSTILE_STATE
+    p = params(state)
+    res, log, pid = run_runner(expr_file, tmp_path, p, accel="tcg")
+    assert res.returncode == 0, res.stderr
+    expected = qemu_args(expr_file, tmp_path, p)
+    assert (log / "qemu.argv").read_text().splitlines() == [*expected, "-accel", "tcg"]
+    # exec: QEMU has the runner's pid (what the CLI records), in the state dir.
+    assert int((log / "qemu.pid").read_text()) == pid
+    assert (log / "qemu.cwd").read_text().strip() == str(state)
+    # The disk was made in the state dir, private, with the requested size.
+    assert (state / "disk.qcow2").is_file() and not (state / "disk.qcow2.tmp").exists()
+    assert stat.S_IMODE((state / "disk.qcow2").stat().st_mode) == 0o600
+    assert (log / "qemu-img.argv").read_text().splitlines() == [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        f"{state}/disk.qcow2.tmp",
+        "2048M",
+    ]
+    assert not list(tmp_path.rglob("pwned"))
+
+
+def test_runner_keeps_an_existing_disk_and_clears_stale_sockets(
+    expr_file: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "vm"
+    state.mkdir()
+    (state / "disk.qcow2").write_text("guest data")
+    for stale in ("qmp.sock", "console.sock", "qemu.pid", "virtiofs.sock"):
+        (state / stale).write_text("")
+    res, log, _ = run_runner(expr_file, tmp_path, params(state), accel="kvm")
+    assert res.returncode == 0, res.stderr
+    assert not (log / "qemu-img.argv").exists()  # not recreated
+    assert (state / "disk.qcow2").read_text() == "guest data"
+    assert sorted(p.name for p in state.iterdir()) == ["disk.qcow2"]
+    assert (log / "qemu.argv").read_text().splitlines()[-2:] == ["-accel", "kvm"]
+
+
+def test_runner_overlays_a_backing_image(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    res, log, _ = run_runner(
+        expr_file, tmp_path, params(state), accel="tcg", guest={"diskBackingFile": "/g/root,1.raw"}
+    )
+    assert res.returncode == 0, res.stderr
+    assert (log / "qemu-img.argv").read_text().splitlines() == [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "/g/root,1.raw",
+        "-F",
+        "raw",
+        f"{state}/disk.qcow2.tmp",
+    ]
+
+
+def test_runner_accelerator_choice(expr_file: Path, tmp_path: Path) -> None:
+    p = params(tmp_path / "vm")
+    kvm_ok = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    for accel, tail in (
+        ("tcg", ["-accel", "tcg"]),
+        ("kvm", ["-accel", "kvm"]),
+        ("auto", ["-accel", "kvm", "-accel", "tcg"] if kvm_ok else ["-accel", "tcg"]),
+        (None, ["-accel", "kvm", "-accel", "tcg"] if kvm_ok else ["-accel", "tcg"]),
+    ):
+        res, log, _ = run_runner(expr_file, tmp_path, p, accel=accel)
+        assert res.returncode == 0, res.stderr
+        argv = (log / "qemu.argv").read_text().splitlines()
+        assert argv[-len(tail) :] == tail, accel
+        assert argv[-len(tail) - 1] != "-accel"
+
+
+def test_runner_refuses_an_unknown_accelerator(expr_file: Path, tmp_path: Path) -> None:
+    res, log, _ = run_runner(expr_file, tmp_path, params(tmp_path / "vm"), accel="hvf")
+    assert res.returncode == 2
+    assert res.stderr == "run-agent-vm: AGENT_VM_ACCEL must be auto, kvm or tcg, not 'hvf'\n"
+    assert not (log / "qemu.argv").exists()
+
+
+def test_runner_reports_qemus_exit_code(expr_file: Path, tmp_path: Path) -> None:
+    os.environ["FAKE_QEMU_EXIT"] = "3"
+    try:
+        res, _, _ = run_runner(expr_file, tmp_path, params(tmp_path / "vm"), accel="tcg")
+    finally:
+        del os.environ["FAKE_QEMU_EXIT"]
+    assert res.returncode == 3
+
+
+def test_runner_with_virtiofs(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "st ate,v"
+    p = params(state, share="virtiofs")
+    res, log, pid = run_runner(expr_file, tmp_path, p, accel="tcg", virtiofsd=True)
+    assert res.returncode == 0, res.stderr
+    vfs_argv = (log / "virtiofsd.argv").read_text().splitlines()
+    uid, gid = os.getuid(), os.getgid()
+    expected = [
+        "--socket-path=virtiofs.sock",
+        f"--shared-dir={state}/workspace",
+        "--sandbox=namespace" if uid == 0 else "--sandbox=none",
+    ]
+    if uid != 1000:
+        expected += [f"--translate-uid=map:1000:{uid}:1", f"--translate-gid=map:1000:{gid}:1"]
+    assert vfs_argv == expected
+    qemu_argv = (log / "qemu.argv").read_text().splitlines()
+    assert qemu_argv == [*qemu_args(expr_file, tmp_path, p), "-accel", "tcg"]
+    # The runner stays QEMU's parent (no exec) and stops virtiofsd on exit.
+    assert int((log / "qemu.pid").read_text()) != pid
+    vfs_pid = int((log / "virtiofsd.pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(vfs_pid):
+        time.sleep(0.05)
+    assert not _alive(vfs_pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

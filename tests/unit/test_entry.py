@@ -1,0 +1,56 @@
+"""entry: the console script; Ctrl-C before the CLI is ready is a quiet
+exit 130, and the installed-style entry runs the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from agent_vm import entry
+from unit_fakes import SRC
+
+
+def test_early_interrupt_is_exit_130() -> None:
+    with pytest.raises(SystemExit) as exc:
+        entry._early_interrupt(signal.SIGINT, None)
+    assert exc.value.code == 130
+
+
+def test_console_script_runs_the_cli(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", "from agent_vm.entry import main; main()", "--version"],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0 and res.stdout.startswith("agent-vm ")
+
+
+def test_ctrl_c_while_starting_up_prints_no_traceback(tmp_path: Path) -> None:
+    """SIGINT at some point during start-up: exit 130 (or done already), never a traceback."""
+    for delay in (0.02, 0.08, 0.15):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from agent_vm.entry import main; main()",
+                "--state-dir",
+                str(tmp_path / "s"),
+                "list",
+            ],
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err, err
+        assert proc.returncode in (0, 130, -signal.SIGINT), (proc.returncode, err)

@@ -1,0 +1,352 @@
+"""gitops: which repository and branch, the one-commit workspace, and the
+unsaved-work check that guards destroy.
+
+The command lines are pinned with fakes; the behaviour is checked against
+real git in tmp_path (git is the filesystem truth here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from agent_vm import gitops
+from agent_vm.errors import GitError, InvalidInput, MissingTool
+from plumbum import local
+from pytest_subprocess import FakeProcess
+from unit_fakes import commit, git, make_repo
+
+# --- command lines (fakes) -----------------------------------------------------
+
+
+def test_workspace_command_lines(fp: FakeProcess, tmp_path: Path) -> None:
+    src = gitops.Checkout(Path("/src/repo"), "feature/x", "c" * 40, detached=False)
+    d = str(tmp_path / "ws")
+    expected = [
+        ["git", "init", "--quiet", d],
+        ["git", "-C", d, "remote", "add", "origin", "/src/repo"],
+        [
+            "git",
+            "-C",
+            d,
+            "fetch",
+            "--quiet",
+            "--depth=1",
+            "--no-tags",
+            "file:///src/repo",
+            f"+{'c' * 40}:refs/remotes/origin/feature/x",
+        ],
+        ["git", "-C", d, "checkout", "--quiet", "-B", "feature/x", "refs/remotes/origin/feature/x"],
+        ["git", "-C", d, "branch", "--quiet", "--set-upstream-to=origin/feature/x"],
+    ]
+    for argv in expected:
+        fp.register(argv)
+    gitops.make_workspace(src, tmp_path / "ws")
+    assert [list(c) for c in fp.calls] == expected
+
+
+def test_workspace_command_lines_for_a_detached_head(fp: FakeProcess, tmp_path: Path) -> None:
+    sha = "d" * 40
+    src = gitops.Checkout(Path("/r"), f"detached-{sha[:12]}", sha, detached=True)
+    d = str(tmp_path / "ws")
+    base = f"refs/remotes/origin/detached-{sha[:12]}"
+    fp.register(["git", "init", "--quiet", d])
+    fp.register(["git", "-C", d, "remote", "add", "origin", "/r"])
+    fp.register(
+        [
+            "git",
+            "-C",
+            d,
+            "fetch",
+            "--quiet",
+            "--depth=1",
+            "--no-tags",
+            "file:///r",
+            f"+{sha}:{base}",
+        ]
+    )
+    fp.register(["git", "-C", d, "checkout", "--quiet", "--detach", base])
+    gitops.make_workspace(src, tmp_path / "ws")
+    assert len(fp.calls) == 4
+    assert not any("--set-upstream-to" in " ".join(map(str, c)) for c in fp.calls)
+
+
+def test_failed_fetch_is_a_git_error(fp: FakeProcess, tmp_path: Path) -> None:
+    src = gitops.Checkout(Path("/r"), "main", "e" * 40, detached=False)
+    d = str(tmp_path / "ws")
+    fp.register(["git", "init", "--quiet", d])
+    fp.register(["git", "-C", d, "remote", "add", "origin", "/r"])
+    fp.register(["git", "-C", d, "fetch", fp.any()], returncode=128, stderr="fatal: no such\n")
+    with pytest.raises(GitError) as exc:
+        gitops.make_workspace(src, tmp_path / "ws")
+    assert exc.value.exit_code == 10
+    assert exc.value.message.startswith("could not make the workspace: 'git -C' failed")
+    assert exc.value.message.endswith("fatal: no such")
+
+
+def test_branch_lookup_command_lines(fp: FakeProcess) -> None:
+    """A branch is looked up as a ref, after --end-of-options, never as an option."""
+    fp.register(["git", "-C", "/r", "check-ref-format", "--branch", "dev"])
+    fp.register(
+        [
+            "git",
+            "-C",
+            "/r",
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            "refs/heads/dev^{commit}",
+        ],
+        returncode=1,
+    )
+    fp.register(
+        [
+            "git",
+            "-C",
+            "/r",
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            "refs/remotes/origin/dev^{commit}",
+        ],
+        stdout="b" * 40 + "\n",
+    )
+    assert gitops.resolve(Path("/r"), "dev") == gitops.Checkout(
+        Path("/r"), "dev", "b" * 40, detached=False
+    )
+
+
+def test_unsaved_work_command_lines(fp: FakeProcess, tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    w = str(tmp_path)
+    fp.register(["git", "-C", w, "status", "--porcelain", "--untracked-files=normal"], stdout="")
+    fp.register(
+        ["git", "-C", w, "rev-list", "--count", "HEAD", "--branches", "--not", "--remotes"],
+        stdout="0\n",
+    )
+    fp.register(["git", "-C", w, "stash", "list"], stdout="")
+    assert gitops.unsaved_work(tmp_path) == []
+    assert len(fp.calls) == 3
+
+
+def test_unsaved_work_when_git_status_fails(fp: FakeProcess, tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    fp.register(["git", fp.any()], returncode=128, stderr="fatal: bad object\n")
+    assert gitops.unsaved_work(tmp_path) == ["git status failed: fatal: bad object"]
+
+
+def test_missing_git_is_a_missing_tool(tmp_path: Path) -> None:
+    with local.env(PATH=str(tmp_path)), pytest.raises(MissingTool) as exc:
+        gitops.repo_root(tmp_path)
+    assert exc.value.exit_code == 9 and "'git'" in exc.value.message
+
+
+# --- repository and branch (real git) ----------------------------------------------
+
+
+def test_repo_root_from_a_subdirectory(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "re po")
+    (repo / "sub" / "dir").mkdir(parents=True)
+    assert gitops.repo_root(repo / "sub" / "dir") == repo
+
+
+def test_not_a_git_repository(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(GitError) as exc:
+        gitops.repo_root(tmp_path / "plain")
+    assert exc.value.exit_code == 10
+    assert exc.value.message == f"{tmp_path / 'plain'} is not inside a git repository"
+
+
+def test_current_named_and_remote_branches(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    second = commit(repo, "f")
+    assert gitops.resolve(repo, None) == gitops.Checkout(repo, "feature/x", second, False)
+    assert gitops.resolve(repo, "main") == gitops.Checkout(repo, "main", first, False)
+    # A branch that exists only as origin/<name> (e.g. in a fresh clone).
+    git(repo, "update-ref", "refs/remotes/origin/only-remote", first)
+    assert gitops.resolve(repo, "only-remote").commit == first
+
+
+def test_detached_head_gets_a_name_of_its_own(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    sha = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "--detach")
+    co = gitops.resolve(repo, None)
+    assert co == gitops.Checkout(repo, f"detached-{sha[:12]}", sha, detached=True)
+
+
+def test_unknown_branch(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(GitError) as exc:
+        gitops.resolve(repo, "nope")
+    assert exc.value.message == f"unknown branch 'nope' in {repo}"
+    assert exc.value.hint is not None and "git branch" in exc.value.hint
+
+
+def test_a_tag_is_not_a_branch(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "tag", "v1")
+    with pytest.raises(GitError, match="unknown branch 'v1'"):
+        gitops.resolve(repo, "v1")
+
+
+@pytest.mark.parametrize("bad", ["a..b", "-rf", "--upload-pack=touch x", "x y", "a~1", "foo.lock"])
+def test_invalid_branch_names_are_invalid_input(tmp_path: Path, bad: str) -> None:
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(InvalidInput) as exc:
+        gitops.resolve(repo, bad)
+    assert exc.value.exit_code == 2 and repr(bad) in exc.value.message
+
+
+def test_repository_without_commits(tmp_path: Path) -> None:
+    repo = tmp_path / "empty"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    with pytest.raises(GitError, match="has no commits yet"):
+        gitops.resolve(repo, None)
+
+
+def test_branches_lists_local_branches(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "branch", "feature/x")
+    assert gitops.branches(repo) == ["feature/x", "main"]
+    assert gitops.branches(tmp_path / "nowhere") == []
+
+
+# --- the workspace (real git) ------------------------------------------------------
+
+
+def test_workspace_is_a_one_commit_clone_with_origin(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    for i in range(3):
+        commit(repo, f"f{i}")
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    tip = commit(repo, "feature")
+    ws = tmp_path / "ws"
+    gitops.make_workspace(gitops.resolve(repo, "feature/x"), ws)
+    assert git(ws, "rev-parse", "HEAD") == tip
+    assert git(ws, "rev-parse", "--abbrev-ref", "HEAD") == "feature/x"
+    assert git(ws, "rev-list", "--count", "HEAD") == "1"  # history is not copied
+    assert git(ws, "remote", "get-url", "origin") == str(repo)
+    assert git(ws, "rev-parse", "--abbrev-ref", "@{upstream}") == "origin/feature/x"
+    assert (ws / "feature").read_text() == "x\n"
+    # Self-contained: no alternates pointing into the host repository.
+    assert not (ws / ".git" / "objects" / "info" / "alternates").exists()
+    assert (ws / ".git").is_dir()
+    # A fresh workspace has nothing to lose.
+    assert gitops.unsaved_work(ws) == []
+
+
+def test_workspace_of_a_detached_head(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    sha = commit(repo, "b")
+    git(repo, "checkout", "-q", "--detach", "HEAD~1")
+    co = gitops.resolve(repo, None)
+    ws = tmp_path / "ws"
+    gitops.make_workspace(co, ws)
+    assert git(ws, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD") != sha
+    assert git(ws, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
+    assert gitops.unsaved_work(ws) == []
+
+
+def test_workspace_of_a_shell_looking_branch_name(tmp_path: Path) -> None:
+    """$( ) and quotes are legal in git branch names; nothing may run them."""
+    repo = make_repo(tmp_path / "repo")
+    name = "x$(touch${IFS}pwned);'\"`id`"
+    git(repo, "branch", name)
+    ws = tmp_path / "ws"
+    gitops.make_workspace(gitops.resolve(repo, name), ws)
+    assert git(ws, "rev-parse", "--abbrev-ref", "HEAD") == name
+    assert not list(tmp_path.rglob("pwned"))
+
+
+def test_workspace_into_an_existing_non_empty_dir_fails_cleanly(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    ws = make_repo(tmp_path / "ws")  # already a repository with another origin-less history
+    git(ws, "remote", "add", "origin", "/elsewhere")
+    with pytest.raises(GitError, match="could not make the workspace"):
+        gitops.make_workspace(gitops.resolve(repo, "main"), ws)
+
+
+# --- unsaved work (real git) ---------------------------------------------------------
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    gitops.make_workspace(gitops.resolve(repo, "main"), ws)
+    assert gitops.unsaved_work(ws) == []
+    return ws
+
+
+def test_modified_file_is_unsaved(workspace: Path) -> None:
+    (workspace / "README").write_text("changed\n")
+    assert gitops.unsaved_work(workspace) == ["1 uncommitted change(s)"]
+
+
+def test_untracked_file_is_unsaved(workspace: Path) -> None:
+    (workspace / "new").write_text("new\n")
+    (workspace / "dir").mkdir()
+    (workspace / "dir" / "also-new").write_text("new\n")
+    assert gitops.unsaved_work(workspace) == ["2 uncommitted change(s)"]
+
+
+def test_staged_file_is_unsaved(workspace: Path) -> None:
+    (workspace / "staged").write_text("s\n")
+    git(workspace, "add", "staged")
+    assert gitops.unsaved_work(workspace) == ["1 uncommitted change(s)"]
+
+
+def test_unpushed_commits_are_unsaved(workspace: Path) -> None:
+    commit(workspace, "a")
+    commit(workspace, "b")
+    assert gitops.unsaved_work(workspace) == ["2 commit(s) that exist nowhere else"]
+
+
+def test_commit_on_another_local_branch_is_unsaved(workspace: Path) -> None:
+    git(workspace, "checkout", "-q", "-b", "side")
+    commit(workspace, "side")
+    git(workspace, "checkout", "-q", "main")
+    assert gitops.unsaved_work(workspace) == ["1 commit(s) that exist nowhere else"]
+
+
+def test_commit_on_a_detached_head_is_unsaved(workspace: Path) -> None:
+    git(workspace, "checkout", "-q", "--detach")
+    commit(workspace, "detached")
+    assert gitops.unsaved_work(workspace) == ["1 commit(s) that exist nowhere else"]
+
+
+def test_pushed_commits_are_saved(workspace: Path, tmp_path: Path) -> None:
+    commit(workspace, "pushed")
+    # Pushing to origin (the source repo) updates the remote-tracking ref.
+    git(workspace, "push", "-q", "origin", "main:refs/heads/from-vm")
+    git(workspace, "fetch", "-q", "origin", "from-vm")
+    assert gitops.unsaved_work(workspace) == []
+
+
+def test_stash_is_unsaved(workspace: Path) -> None:
+    (workspace / "README").write_text("wip\n")
+    git(workspace, "stash", "-q")
+    assert gitops.unsaved_work(workspace) == ["stashed changes"]
+
+
+def test_every_reason_at_once(workspace: Path) -> None:
+    (workspace / "README").write_text("wip\n")
+    git(workspace, "stash", "-q")
+    commit(workspace, "c")
+    (workspace / "untracked").write_text("u\n")
+    assert gitops.unsaved_work(workspace) == [
+        "1 uncommitted change(s)",
+        "1 commit(s) that exist nowhere else",
+        "stashed changes",
+    ]
+
+
+def test_a_directory_that_is_not_a_repository_has_nothing_to_lose(tmp_path: Path) -> None:
+    assert gitops.unsaved_work(tmp_path) == []
