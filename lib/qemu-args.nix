@@ -18,9 +18,6 @@ let
       pci = true;
     };
   };
-
-  # QEMU wants IPv6 literals in brackets inside hostfwd.
-  hostAddr = a: if builtins.match ".*:.*" a != null then "[${a}]" else a;
 in
 rec {
   /**
@@ -52,8 +49,8 @@ rec {
     Type: forwards :: attrset -> [string]
   */
   forwards = params: [
-    "hostfwd=tcp:${hostAddr params.hostAddress}:${toString params.sshPort}-:22"
-    "hostfwd=tcp:${hostAddr params.hostAddress}:${toString params.agentPort}-:${toString params.guestAgentPort}"
+    "hostfwd=tcp:${params.hostAddress}:${toString params.sshPort}-:22"
+    "hostfwd=tcp:${params.hostAddress}:${toString params.agentPort}-:${toString params.guestAgentPort}"
   ];
 
   /**

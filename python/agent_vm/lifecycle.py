@@ -362,10 +362,12 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
             rt.reason = getattr(exc, "message", None) or type(exc).__name__
             rt.pid = rt.pid_start_time = None
             store.save(vm.runtime, rt)
+            # INFO, not ERROR: cli.main reports the exception itself, and
+            # the user should see one error line, not two.
             emit(
                 EventKind.VM_FAILED,
                 f"VM {vm.name} failed to start: {rt.reason}",
-                severity=Severity.ERROR,
+                severity=Severity.INFO,
                 vm=vm.name,
             )
             raise
@@ -376,8 +378,10 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
     t0 = time.monotonic()
     try:
         runner = nixbuild.build(vm, ctx.flake)
-    except BaseException:
-        emit(EventKind.BUILD_FAILED, "nix build failed", severity=Severity.ERROR, vm=vm.name)
+    except BuildFailed as exc:
+        # Only a build that ran and failed is BUILD_FAILED (a missing nix or
+        # Ctrl-C is not); cli.main prints the error line.
+        emit(EventKind.BUILD_FAILED, exc.message, severity=Severity.INFO, vm=vm.name)
         raise
     rt.stages.append(StageTiming(stage="build", seconds=round(time.monotonic() - t0, 3), ok=True))
     emit(EventKind.BUILD_COMPLETED, f"built {runner.resolve()}", vm=vm.name)
@@ -451,7 +455,7 @@ def supervise(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -
             current.state, current.reason = VmState.FAILED, reason
             current.pid = current.pid_start_time = None
             store.save(vm.runtime, current)
-    emit(EventKind.VM_FAILED, f"VM {vm.name}: {reason}", severity=Severity.ERROR, vm=vm.name)
+    emit(EventKind.VM_FAILED, f"VM {vm.name}: {reason}", severity=Severity.INFO, vm=vm.name)
     raise GuestFailed(f"VM {vm.name}: {reason}", hint=f"see {vm.serial_log}")
 
 

@@ -129,10 +129,15 @@ class WorkspaceShare(_Camel):
     security_model: Literal["none", "mapped-xattr"] = "none"
 
 
+# Linux ids are 32-bit; 2**32 - 1 means "no id". LDAP, AD and systemd-homed
+# users routinely have ids above 65535.
+GuestId = Annotated[int, Field(ge=1, le=2**32 - 2)]
+
+
 class GuestUser(_Camel):
     name: str = "dev"
-    uid: int = Field(ge=1, le=65535)
-    gid: int = Field(ge=1, le=65535)
+    uid: GuestId
+    gid: GuestId
 
 
 class VmParams(_Camel):
@@ -155,6 +160,11 @@ class VmParams(_Camel):
     user: GuestUser
     ssh_authorized_keys: list[str]
     user_module: str | None = None
+
+    @field_validator("host_address")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        return check_host(value)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"

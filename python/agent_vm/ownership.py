@@ -12,10 +12,13 @@ so we tag them for the guest user before each start.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import InvalidInput
 
 ROOT_GUEST_ID = 1000
 _UID = "user.virtfs.uid"
@@ -58,7 +61,18 @@ def tag_tree(root: Path, mapping: Mapping) -> int:
                 continue
             except OSError:
                 pass
-            os.setxattr(path, _UID, uid)
-            os.setxattr(path, _GID, gid)
+            try:
+                os.setxattr(path, _UID, uid)
+                os.setxattr(path, _GID, gid)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+                # QEMU's mapped-xattr model could not work here either.
+                raise InvalidInput(
+                    f"the workspace {root} is on a filesystem without user xattrs, "
+                    "which a VM started as root needs",
+                    hint="use --state-dir or --workspace on another filesystem, "
+                    "or run agent-vm as an ordinary user",
+                ) from None
             count += 1
     return count

@@ -49,7 +49,25 @@ def is_ours(pid: int | None, recorded_start: int | None, vm_dir: Path) -> bool:
     if start_time(pid) != recorded_start:
         return False
     marker = str(vm_dir)
-    return any(marker in arg for arg in cmdline(pid))
+    return any(marker in arg for arg in _settled_cmdline(pid))
+
+
+EXEC_SETTLE = 0.5
+
+
+def _settled_cmdline(pid: int) -> list[str]:
+    """The command line, waiting out the moment around an exec.
+
+    Right after a spawn (or while the runner execs QEMU) the kernel has not
+    yet set up the new program's arguments and cmdline reads empty; taking
+    that as "not ours" would leave a QEMU running.
+    """
+    deadline = time.monotonic() + EXEC_SETTLE
+    args = cmdline(pid)
+    while not args and is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        args = cmdline(pid)
+    return args
 
 
 def signal_if_ours(pid: int, recorded_start: int, vm_dir: Path, sig: signal.Signals) -> bool:

@@ -65,7 +65,6 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     check: bool = True,
-    stdin: str | None = None,
 ) -> Result:
     """Run to completion and capture output."""
     from plumbum.commands import ProcessTimedOut  # noqa: PLC0415
@@ -74,8 +73,6 @@ def run(
     kwargs: dict[str, Any] = {"retcode": None, "timeout": timeout}
     if cwd is not None:
         kwargs["cwd"] = str(cwd)
-    if stdin is not None:
-        kwargs["stdin"] = stdin
     try:
         code, out, err = cmd.run(**kwargs)
     except ProcessTimedOut:
