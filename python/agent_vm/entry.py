@@ -18,8 +18,12 @@ def _early_interrupt(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(130)
 
 
+# At import, not in main(): the console script imports this module and then
+# calls main(), and a Ctrl-C in between must not be a traceback either.
+signal.signal(signal.SIGINT, _early_interrupt)
+
+
 def main() -> None:
-    signal.signal(signal.SIGINT, _early_interrupt)
     # pydantic scans every installed distribution for plugins when the first
     # model is built (a tenth of `agent-vm list`'s time); we use none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")

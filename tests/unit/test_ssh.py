@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from agent_vm import ssh
+from agent_vm.errors import CommandFailed
 from agent_vm.paths import StateLayout, VmPaths
 from pytest_subprocess import FakeProcess
 from unit_fakes import vm_config
@@ -170,6 +171,21 @@ def test_login_failure_is_reported(fp: FakeProcess, tmp_path: Path) -> None:
     fp.register(["ssh", fp.any()], returncode=255, stderr="Host key verification failed.\n")
     ok, err = ssh.login_works(vm, vm_config(), 2222)
     assert not ok and err == "Host key verification failed."
+
+
+def test_a_login_that_hangs_is_not_ready_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold guest under TCG can take longer than the login timeout: that is
+    a retry for readiness, not an error that ends `start`."""
+    vm = vm_in(tmp_path)
+
+    def times_out(argv: list[str], **kwargs: object) -> None:
+        raise CommandFailed(f"'ssh' did not finish within {kwargs['timeout']:g}s")
+
+    monkeypatch.setattr(ssh.tools, "run", times_out)
+    ok, err = ssh.login_works(vm, vm_config(), 2222, timeout=5)
+    assert not ok and err == "'ssh' did not finish within 10s"
 
 
 # --- banner --------------------------------------------------------------------
