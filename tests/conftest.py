@@ -1,12 +1,24 @@
-"""Settings for every test layer."""
+"""Settings for every test layer.
+
+The tests import this checkout's `python/agent_vm`, not whatever copy is
+installed in the venv (./run-tests installs a non-editable copy, and the
+flake's python-tests check has none), so an edit is tested at once. The
+end-to-end tests run the installed CLI as a subprocess.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+_SRC = str(Path(__file__).resolve().parents[1] / "python")
+if sys.path[:1] != [_SRC]:
+    sys.path.insert(0, _SRC)
 
 
 @pytest.hookimpl(wrapper=True)

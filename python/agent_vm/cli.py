@@ -82,14 +82,12 @@ def _target(p: argparse.ArgumentParser) -> None:
 
 
 def _create_args(p: argparse.ArgumentParser) -> None:
+    # No argparse defaults: None means "not given" (CreateOptions has the
+    # defaults), so `up` can tell which settings to apply to an existing VM.
     p.add_argument(
         "--branch", "-b", help="branch to make the VM for (default: current)"
     ).completer = complete_branches  # type: ignore[attr-defined]
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="host address the forwarded ports bind to (default 127.0.0.1)",
-    )
+    p.add_argument("--host", help="host address the forwarded ports bind to (default 127.0.0.1)")
     p.add_argument(
         "--port", type=PORT, help="agent port: the first free one from this (default 8000)"
     )
@@ -104,22 +102,29 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", help="NixOS module of yours to add to the guest (packages, MCP servers)"
     )
-    p.add_argument("--memory", type=MEMORY, default=2048, help="guest memory in MiB (default 2048)")
-    p.add_argument("--cores", type=CORES, default=2, help="guest CPU cores (default 2)")
+    p.add_argument("--memory", type=MEMORY, help="guest memory in MiB (default 2048)")
+    p.add_argument("--cores", type=CORES, help="guest CPU cores (default 2)")
+    p.add_argument("--disk-size", type=DISK, help="guest disk size in MiB (default 8192)")
     p.add_argument(
-        "--disk-size", type=DISK, default=8192, help="guest disk size in MiB (default 8192)"
-    )
-    p.add_argument(
-        "--ephemeral", action="store_true", help="throw the guest disk away at every stop"
+        "--ephemeral",
+        action=argparse.BooleanOptionalAction,
+        help="throw the guest disk away at every stop (default: keep it)",
     )
     p.add_argument(
         "--network",
         choices=["open", "none"],
-        default="open",
-        help="outbound network: open (NAT) or none (no outbound traffic)",
+        help="outbound network: open (NAT, the default) or none (no outbound traffic)",
     )
     p.add_argument("--workspace", help="share this existing directory instead of a per-branch copy")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _foreground(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="stay until the VM stops; SIGTERM powers it down (for systemd units)",
+    )
 
 
 def _grace(p: argparse.ArgumentParser) -> None:
@@ -172,16 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("create", help="make a VM for a branch (does not start it)")
     _create_args(p)
-    p = sub.add_parser("up", help="create the VM if missing, then start it")
+    p = sub.add_parser(
+        "up",
+        help="create the VM if missing (else apply the settings given), then start it",
+    )
     _create_args(p)
+    _foreground(p)
     p = sub.add_parser("start", help="build and boot the VM, wait until it is ready")
     _target(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument(
-        "--foreground",
-        action="store_true",
-        help="stay until the VM stops; SIGTERM powers it down (for systemd units)",
-    )
+    _foreground(p)
     p = sub.add_parser("stop", help="power the VM down (ACPI, then SIGTERM, then SIGKILL)")
     _target(p)
     _grace(p)
@@ -199,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-size", type=DISK)
     p.add_argument("--network", choices=["open", "none"])
     p.add_argument("--ephemeral", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--config", help="NixOS module of yours to add to the guest")
     p = sub.add_parser("reset", help="delete the VM's disk, keep config and workspace")
     _target(p)
     p = sub.add_parser("destroy", help="stop the VM and delete it and its workspace")

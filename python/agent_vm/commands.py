@@ -17,8 +17,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from . import gitops, lifecycle, ssh, status, store, tools
-from .errors import AgentVmError, HostNotReady, NotFound, NotRunning
-from .events import Event
+from .errors import AgentVmError, HostNotReady, InvalidInput, NotFound, NotRunning
+from .events import Event, warn
 from .lifecycle import Changes, Context, CreateOptions, StopTimeouts
 from .models import Network, VmConfig, VmState
 from .names import is_vm_name, vm_name
@@ -76,7 +76,8 @@ def _connect_help(vm: VmPaths, cfg: VmConfig) -> str:
             f"VM {cfg.name} (branch {cfg.branch}) is running",
             f"  shell:  agent-vm shell {cfg.name}",
             f"  ssh:    {' '.join(_q(a) for a in argv)}",
-            f"  agent:  http://{cfg.host_address}:{cfg.agent_port}/",
+            f"  agent:  http://{cfg.host_address}:{cfg.agent_port}/servers/<name>/mcp/"
+            " (or …/sse; /status lists the servers)",
             f"  files:  {cfg.workspace} (guest: /workspace)",
         ]
     )
@@ -91,20 +92,20 @@ def _q(a: str) -> str:
 
 
 def _create_options(a: argparse.Namespace) -> CreateOptions:
-    return CreateOptions(
-        branch=a.branch,
-        host=a.host,
-        port=a.port,
-        ssh_port=a.ssh_port,
-        memory=a.memory,
-        cores=a.cores,
-        disk_size=a.disk_size,
-        ephemeral=a.ephemeral,
-        network=Network(a.network),
-        config=Path(a.config) if a.config else None,
-        workspace=Path(a.workspace) if a.workspace else None,
-        pin=a.pin,
-    )
+    given = {
+        "branch": a.branch,
+        "host": a.host,
+        "port": a.port,
+        "ssh_port": a.ssh_port,
+        "memory": a.memory,
+        "cores": a.cores,
+        "disk_size": a.disk_size,
+        "ephemeral": a.ephemeral,
+        "network": Network(a.network) if a.network else None,
+        "config": Path(a.config) if a.config else None,
+        "workspace": Path(a.workspace) if a.workspace else None,
+    }
+    return CreateOptions(pin=a.pin, **{k: v for k, v in given.items() if v is not None})
 
 
 def cmd_create(ctx: Context, a: argparse.Namespace) -> int:
@@ -141,14 +142,64 @@ def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
     except NotFound:
         cfg = lifecycle.create(ctx, _create_options(a))
         vm = ctx.layout.vm(cfg.name)
-    st = status.status(ctx, vm, probe=False)
-    if st.state == VmState.RUNNING:
-        cfg = store.load_config(vm)
-        _report_started(ctx, vm, cfg, a.json)
-        return 0
-    cfg, _ = lifecycle.start(ctx, vm)
-    _report_started(ctx, vm, cfg, a.json)
+    else:
+        _apply_settings(ctx, vm, a)
+    if status.status(ctx, vm, probe=False).state != VmState.RUNNING:
+        lifecycle.start(ctx, vm)
+    _report_started(ctx, vm, store.load_config(vm), a.json)
+    if a.foreground:
+        lifecycle.supervise(ctx, vm)
     return 0
+
+
+def _apply_settings(ctx: Context, vm: VmPaths, a: argparse.Namespace) -> None:
+    """`up` on an existing VM: make it match the settings given on the command
+    line (how the NixOS host module applies a changed declaration)."""
+    cfg = store.load_config(vm)
+    if a.workspace and Path(a.workspace).resolve() != Path(cfg.workspace):
+        raise InvalidInput(
+            f"VM {vm.name} already shares {cfg.workspace}; the workspace cannot change",
+            hint="destroy the VM to share another directory",
+        )
+    wanted = Changes(
+        memory=a.memory,
+        cores=a.cores,
+        host=a.host,
+        disk_size=a.disk_size,
+        network=Network(a.network) if a.network else None,
+        ephemeral=a.ephemeral,
+        # Without --pin a port is where the search started at creation, not
+        # a setting: only pinned ports are applied.
+        port=a.port if a.pin else None,
+        ssh_port=a.ssh_port if a.pin else None,
+        user_module=Path(a.config) if a.config else None,
+    )
+    current = {
+        "memory": cfg.memory_mib,
+        "cores": cfg.cores,
+        "host": cfg.host_address,
+        "disk_size": cfg.disk_size_mib,
+        "network": cfg.network,
+        "ephemeral": cfg.ephemeral,
+        "port": cfg.agent_port if cfg.agent_port_pinned else None,
+        "ssh_port": cfg.ssh_port if cfg.ssh_port_pinned else None,
+        "user_module": Path(cfg.user_module) if cfg.user_module else None,
+    }
+    diff = {
+        k: v
+        for k, v in vars(wanted).items()
+        if v is not None
+        and v != current[k]
+        and not (k == "user_module" and Path(v).resolve() == current[k])
+    }
+    if not diff:
+        return
+    _, restart = lifecycle.update(ctx, vm, Changes(**diff))
+    if restart:
+        warn(
+            f"VM {vm.name} is running with its old settings",
+            hint="'agent-vm restart' applies the new ones",
+        )
 
 
 def _timeouts(a: argparse.Namespace) -> StopTimeouts:
@@ -185,6 +236,7 @@ def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
             disk_size=a.disk_size,
             network=Network(a.network) if a.network else None,
             ephemeral=a.ephemeral,
+            user_module=Path(a.config) if a.config else None,
         ),
     )
     print(

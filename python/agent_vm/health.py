@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import http.client
 
-HEALTH_PATH = "/"
+# mcp-proxy's status endpoint (lib/agent.nix healthPath): 200 once every
+# configured MCP server has started.
+HEALTH_PATH = "/status"
 
 
 def agent_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
-    """An HTTP answer below 500 counts; a bare TCP accept does not.
+    """Only a 200 from the status endpoint counts; a bare TCP accept does not.
 
     Like SSH, the forward accepts connections even when nothing listens in
     the guest, so only a real HTTP response proves the service is up.
@@ -16,7 +18,7 @@ def agent_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", HEALTH_PATH)
-        return conn.getresponse().status < 500
+        return conn.getresponse().status == 200
     except (OSError, http.client.HTTPException):
         return False
     finally:

@@ -19,7 +19,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from . import accel, gitops, keys, nixbuild, ownership, ports, procs, qmp, readiness, store, tools
+from . import (
+    accel,
+    gitops,
+    keys,
+    nixbuild,
+    ownership,
+    ports,
+    procs,
+    qmp,
+    readiness,
+    sdnotify,
+    store,
+    tools,
+)
 from .errors import (
     AlreadyExists,
     AlreadyRunning,
@@ -442,10 +455,16 @@ def supervise(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -
     systemd to restart.
     """
     rt = store.load_runtime(vm)
+    sdnotify.notify(
+        ready="1",
+        mainpid=str(os.getpid()),
+        status=f"VM {vm.name} running (ssh port {rt.ssh_port}, agent port {rt.agent_port})",
+    )
     try:
         while procs.is_ours(rt.pid, rt.pid_start_time, vm.dir):
             time.sleep(SUPERVISE_POLL)
     except KeyboardInterrupt:
+        sdnotify.notify(stopping="1", status=f"powering VM {vm.name} down")
         stop(ctx, vm, timeouts)
         return
     reason = "QEMU exited while the VM was supervised"
@@ -562,6 +581,7 @@ class Changes:
     disk_size: int | None = None
     network: Network | None = None
     ephemeral: bool | None = None
+    user_module: Path | None = None
 
 
 def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
@@ -577,6 +597,7 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
             memory=ch.memory or cfg.memory_mib,
             cores=ch.cores or cfg.cores,
             disk_size=ch.disk_size or cfg.disk_size_mib,
+            config=ch.user_module,
         )
         _validate_options(probe)
         upd: dict[str, object] = {}
@@ -587,6 +608,7 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
             ("disk_size_mib", ch.disk_size),
             ("network", ch.network),
             ("ephemeral", ch.ephemeral),
+            ("user_module", str(ch.user_module.resolve()) if ch.user_module else None),
         ):
             if value is not None:
                 upd[key] = value

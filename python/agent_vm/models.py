@@ -134,8 +134,12 @@ class WorkspaceShare(_Camel):
 GuestId = Annotated[int, Field(ge=1, le=2**32 - 2)]
 
 
+# The guest user SSH logs in as (the guest module's agent-vm.user.name).
+GUEST_USER = "dev"
+
+
 class GuestUser(_Camel):
-    name: str = "dev"
+    name: str = GUEST_USER
     uid: GuestId
     gid: GuestId
 

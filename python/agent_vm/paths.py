@@ -143,4 +143,5 @@ class VmPaths:
 
     @property
     def sockets(self) -> tuple[Path, ...]:
-        return (self.qmp_socket, self.console_socket, self.dir / "virtiofs.sock")
+        # One virtiofsd socket per virtiofs share (lib/qemu-args.nix).
+        return (self.qmp_socket, self.console_socket, *sorted(self.dir.glob("virtiofs-*.sock")))

@@ -1,10 +1,11 @@
-"""health: the agent counts as up only on a real HTTP answer below 500."""
+"""health: the agent counts as up only when its status endpoint answers 200."""
 
 from __future__ import annotations
 
 import http.server
 import socket
 import threading
+from typing import ClassVar
 
 import pytest
 from agent_vm import health
@@ -12,8 +13,10 @@ from agent_vm import health
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     code = 200
+    paths: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
+        type(self).paths.append(self.path)
         self.send_response(type(self).code)
         self.end_headers()
 
@@ -21,14 +24,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize(("code", "healthy"), [(200, True), (404, True), (500, False)])
-def test_agent_health_needs_an_http_answer_below_500(code: int, healthy: bool) -> None:
-    handler = type("H", (_Handler,), {"code": code})
+@pytest.mark.parametrize(
+    ("code", "healthy"), [(200, True), (204, False), (404, False), (503, False)]
+)
+def test_agent_health_needs_200_from_the_status_endpoint(code: int, healthy: bool) -> None:
+    """A 404 means something else listens there (not mcp-proxy); 503 is a
+    proxy that is not ready."""
+    handler = type("H", (_Handler,), {"code": code, "paths": []})
     srv = http.server.HTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
     t.start()
     try:
         assert health.agent_healthy("127.0.0.1", srv.server_address[1]) is healthy
+        assert handler.paths == ["/status"]
     finally:
         srv.shutdown()
         srv.server_close()

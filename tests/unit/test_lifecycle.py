@@ -316,6 +316,48 @@ def running(ctx: Context) -> Iterator[tuple[VmPaths, subprocess.Popen[bytes]]]:
     proc.wait()
 
 
+def test_supervise_tells_systemd_ready_then_stopping(
+    ctx: Context,
+    running: tuple[VmPaths, subprocess.Popen[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`up --foreground` under a Type=notify unit: READY once supervising, and
+    STOPPING when SIGTERM (KeyboardInterrupt here) starts the powerdown."""
+    vm, proc = running
+    rt = store.load_runtime(vm)
+    store.save(vm.runtime, rt.model_copy(update={"ssh_port": 2345, "agent_port": 8123}))
+    notify = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(notify))
+        s.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(notify))
+        monkeypatch.setattr(lifecycle, "SUPERVISE_POLL", 0.02)
+        stopped: list[VmPaths] = []
+        monkeypatch.setattr(lifecycle, "stop", lambda ctx, vm, t=None: stopped.append(vm))
+        sleeps = 0
+
+        def interrupt_soon(seconds: float) -> None:
+            nonlocal sleeps
+            sleeps += 1
+            if sleeps == 3:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(lifecycle.time, "sleep", interrupt_soon)
+        lifecycle.supervise(ctx, vm)
+        assert s.recv(4096).decode().splitlines() == [
+            "READY=1",
+            f"MAINPID={os.getpid()}",
+            f"STATUS=VM {vm.name} running (ssh port 2345, agent port 8123)",
+        ]
+        assert s.recv(4096).decode().splitlines() == [
+            "STOPPING=1",
+            f"STATUS=powering VM {vm.name} down",
+        ]
+    assert stopped == [vm]
+    assert proc.poll() is None  # stop() (faked here) does the powering down
+
+
 def test_running_vm_refuses_start_and_reset(
     ctx: Context, running: tuple[VmPaths, subprocess.Popen[bytes]]
 ) -> None:

@@ -41,7 +41,16 @@ def test_layout_matches_the_architecture_doc(tmp_path: Path) -> None:
     for attr, rel in expected.items():
         assert getattr(vm, attr) == d / rel, attr
     # The runtime files the lib's statePaths also names (tests/nix/test_lib_eval.py).
-    assert vm.sockets == (d / "qmp.sock", d / "console.sock", d / "virtiofs.sock")
+    assert vm.sockets == (d / "qmp.sock", d / "console.sock")
+    d.mkdir(parents=True)
+    for tag in ("workspace", "nix-store"):
+        (d / f"virtiofs-{tag}.sock").touch()
+    assert vm.sockets == (
+        d / "qmp.sock",
+        d / "console.sock",
+        d / "virtiofs-nix-store.sock",
+        d / "virtiofs-workspace.sock",
+    )
     arch = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
     for rel in (
         "vm.json",
