@@ -10,6 +10,9 @@ let
   params = import ./params.nix { };
   qemuArgs = import ./qemu-args.nix { inherit strings; };
   runner = import ./runner-script.nix { inherit strings qemuArgs; };
+  guest = import ./guest.nix { };
+  agent = import ./agent.nix { };
+  hostUnits = import ./host-units.nix { };
 in
 {
   inherit (strings)
@@ -19,8 +22,16 @@ in
     qemuOpts
     ;
   inherit (params) readParams validateParams supportedVersion;
-  inherit (qemuArgs) qemuArgs statePaths forwards;
+  inherit (qemuArgs)
+    qemuArgs
+    statePaths
+    forwards
+    shares
+    ;
   inherit (runner) runnerScript;
+  inherit (guest) guestSettings kernelCmdline qemuBinary;
+  inherit (agent) mcpProxyConfig mcpProxyArgs healthPath;
+  inherit (hostUnits) upArgs;
 
   /**
     The runner derivation: `bin/run-agent-vm` for one branch VM.

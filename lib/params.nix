@@ -93,6 +93,15 @@ let
       msg = "workspace.hostPath and workspace.mountPoint must be absolute";
     }
     {
+      # The tag names a QEMU device and a virtiofsd socket; nix-store is the
+      # host store's share.
+      ok =
+        builtins.isString (p.workspace.tag or null)
+        && builtins.match "[a-z0-9][a-z0-9-]{0,30}" p.workspace.tag != null
+        && p.workspace.tag != "nix-store";
+      msg = "workspace.tag must be [a-z0-9-] (at most 31), not \"nix-store\"";
+    }
+    {
       ok = builtins.elem (p.workspace.securityModel or "none") [
         "none"
         "mapped-xattr"

@@ -6,6 +6,70 @@
 let
   inherit (strings) qemuOpts;
 
+  # virtiofsd's socket for a share, relative to the state directory.
+  virtiofsSocket = tag: "virtiofs-${tag}.sock";
+
+  # vhost-user-fs: virtiofsd (started by the runner) serves the directory
+  # on a socket named after the tag.
+  virtiofsDevice = share: [
+    "-chardev"
+    (qemuOpts "socket" [
+      {
+        name = "id";
+        value = "fs-${share.tag}";
+      }
+      {
+        name = "path";
+        value = virtiofsSocket share.tag;
+      }
+    ])
+    "-device"
+    (qemuOpts "vhost-user-fs-pci" [
+      {
+        name = "chardev";
+        value = "fs-${share.tag}";
+      }
+      {
+        name = "tag";
+        value = share.tag;
+      }
+    ])
+  ];
+
+  # 9p: QEMU serves the directory itself.
+  ninePDevice = share: [
+    "-fsdev"
+    (qemuOpts "local" [
+      {
+        name = "id";
+        value = "fs-${share.tag}";
+      }
+      {
+        name = "path";
+        value = share.hostPath;
+      }
+      {
+        name = "security_model";
+        value = share.securityModel;
+      }
+      {
+        name = "readonly";
+        value = if share.readOnly then "on" else null;
+      }
+    ])
+    "-device"
+    (qemuOpts "virtio-9p-pci" [
+      {
+        name = "fsdev";
+        value = "fs-${share.tag}";
+      }
+      {
+        name = "mount_tag";
+        value = share.tag;
+      }
+    ])
+  ];
+
   archs = {
     x86_64-linux = {
       machine = "q35";
@@ -20,6 +84,8 @@ let
   };
 in
 rec {
+  inherit virtiofsSocket;
+
   /**
     Paths of the files the runner and the CLI share inside the VM's state
     directory (see docs/contract.md).
@@ -36,7 +102,6 @@ rec {
     qmpSocket = "qmp.sock";
     consoleSocket = "console.sock";
     serialLog = "${stateDir}/serial.log";
-    virtiofsSocket = "virtiofs.sock";
     hostKey = "${stateDir}/ssh/ssh_host_ed25519_key";
     authorizedKeys = "${stateDir}/ssh/id_ed25519.pub";
   };
@@ -54,13 +119,45 @@ rec {
   ];
 
   /**
+    The directories shared into the guest: the workspace, and the host's
+    Nix store (read-only) when the guest asks for it instead of a store
+    image (`guest.hostStore`).
+
+    Type: shares :: { params, guest } -> [{ tag, hostPath, readOnly, securityModel }]
+  */
+  shares =
+    { params, guest }:
+    [
+      {
+        inherit (params.workspace) tag hostPath;
+        readOnly = false;
+        securityModel = params.workspace.securityModel or "none";
+      }
+    ]
+    ++ (
+      if guest.hostStore or false then
+        [
+          {
+            tag = "nix-store";
+            hostPath = guest.hostStorePath or "/nix/store";
+            readOnly = true;
+            # Host ownership shows through unchanged; the guest cannot write.
+            securityModel = "none";
+          }
+        ]
+      else
+        [ ]
+    );
+
+  /**
     The full argument list (without the program name and without the
     accelerator, which the runner picks at run time).
 
     Type: qemuArgs :: { params, guest, hostSystem } -> [string]
 
     `guest` is `{ kernel, initrd, cmdline, storeImage ? null,
-    diskBackingFile ? null, extraQemuArgs ? [ ] }`.
+    hostStore ? false, diskBackingFile ? null, rootFormat ? null,
+    extraQemuArgs ? [ ] }`.
   */
   qemuArgs =
     {
@@ -73,7 +170,6 @@ rec {
         archs.${hostSystem} or (throw "agent-vm: unsupported system ${hostSystem}");
       p = statePaths params.stateDir;
       virtiofs = params.share == "virtiofs";
-      ws = params.workspace;
       storeImage = guest.storeImage or null;
       netdev = qemuOpts "user" (
         [
@@ -239,59 +335,13 @@ rec {
         [
           "-object"
           "memory-backend-memfd,id=mem,size=${toString params.memoryMiB}M,share=on"
-          "-chardev"
-          (qemuOpts "socket" [
-            {
-              name = "id";
-              value = "workspace";
-            }
-            {
-              name = "path";
-              value = p.virtiofsSocket;
-            }
-          ])
-          "-device"
-          (qemuOpts "vhost-user-fs-pci" [
-            {
-              name = "chardev";
-              value = "workspace";
-            }
-            {
-              name = "tag";
-              value = ws.tag;
-            }
-          ])
         ]
       else
-        [
-          "-fsdev"
-          (qemuOpts "local" [
-            {
-              name = "id";
-              value = "workspace";
-            }
-            {
-              name = "path";
-              value = ws.hostPath;
-            }
-            {
-              name = "security_model";
-              value = ws.securityModel;
-            }
-          ])
-          "-device"
-          (qemuOpts "virtio-9p-pci" [
-            {
-              name = "fsdev";
-              value = "workspace";
-            }
-            {
-              name = "mount_tag";
-              value = ws.tag;
-            }
-          ])
-        ]
+        [ ]
     )
+    ++ builtins.concatMap (share: if virtiofs then virtiofsDevice share else ninePDevice share) (shares {
+      inherit params guest;
+    })
     ++ [
       "-fw_cfg"
       (qemuOpts "" [

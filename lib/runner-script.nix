@@ -1,11 +1,75 @@
 # The text of `bin/run-agent-vm`: prepares the per-VM disk, clears sockets a
 # crashed QEMU left behind, picks the accelerator, and starts QEMU in the
 # foreground. In 9p mode it `exec`s QEMU, so the runner's pid is QEMU's;
-# with virtiofs it stays as QEMU's parent to start and reap virtiofsd, which
-# needs no systemd and no root.
+# with virtiofs it stays as QEMU's parent to start and reap one virtiofsd
+# per share, which needs no systemd and no root.
 { strings, qemuArgs }:
 let
   inherit (strings) escapeShellArg escapeShellArgs;
+
+  # The commands that make a missing disk. A NixOS guest gets an empty ext4 file
+  # system made here on the host (no formatting logic in its initrd); the
+  # Debian test guest gets a copy-on-write overlay of its root image.
+  createDisk =
+    {
+      params,
+      guest,
+      qemuImg,
+      mkfsExt4,
+    }:
+    let
+      img = escapeShellArg qemuImg;
+      size = "${toString params.diskSizeMiB}M";
+      backing = guest.diskBackingFile or null;
+      format = guest.rootFormat or null;
+    in
+    if backing != null then
+      # An overlay inherits its size from the backing image.
+      [ "${img} create -q -f qcow2 -b ${escapeShellArg backing} -F raw \"$disk.tmp\"" ]
+    else if format == "ext4" then
+      if mkfsExt4 == null then
+        throw "agent-vm: guest.rootFormat = \"ext4\" needs mkfsExt4"
+      else
+        [
+          "${img} create -q -f raw \"$disk.raw\" ${size}"
+          "${escapeShellArg mkfsExt4} -q -F -L agent-vm-root -E root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1 \"$disk.raw\""
+          "${img} convert -q -f raw -O qcow2 \"$disk.raw\" \"$disk.tmp\""
+          "rm -f \"$disk.raw\""
+        ]
+    else if format == null then
+      [ "${img} create -q -f qcow2 \"$disk.tmp\" ${size}" ]
+    else
+      throw "agent-vm: unsupported guest.rootFormat ${builtins.toJSON format}";
+
+  # One virtiofsd per share, in the background; the runner waits for each
+  # socket so QEMU never races it.
+  startVirtiofsd =
+    { virtiofsd, params }:
+    share:
+    let
+      uid = toString params.user.uid;
+      gid = toString params.user.gid;
+      sock = qemuArgs.virtiofsSocket share.tag;
+    in
+    ''
+      vfs_opts="$vfs_sandbox"
+      ${
+        if share.readOnly then
+          ''vfs_opts="$vfs_opts --readonly"''
+        else
+          # The guest user's files must stay ours on the host: translate its
+          # ids to ours when they differ (as root, or when the guest user
+          # is fixed by the guest config).
+          ''
+            if [ "$(id -u)" != ${escapeShellArg uid} ] || [ "$(id -g)" != ${escapeShellArg gid} ]; then
+              vfs_opts="$vfs_opts --translate-uid=map:${uid}:$(id -u):1 --translate-gid=map:${gid}:$(id -g):1"
+            fi''
+      }
+      # shellcheck disable=SC2086
+      ${escapeShellArg virtiofsd} --socket-path=${escapeShellArg sock} --shared-dir=${escapeShellArg share.hostPath} $vfs_opts &
+      vfs_pids="$vfs_pids $!"
+      wait_socket ${escapeShellArg sock} "$!"
+    '';
 in
 {
   /**
@@ -14,8 +78,9 @@ in
     Type: runnerScript :: attrset -> string
 
     Arguments: `params`, `guest` (see qemuArgs), `hostSystem`, `qemu` and
-    `qemuImg` (program paths), `virtiofsd` (path or null), `shell`
-    (interpreter for the shebang).
+    `qemuImg` (program paths), `mkfsExt4` (path, needed when
+    `guest.rootFormat = "ext4"`), `virtiofsd` (path, needed for
+    `params.share = "virtiofs"`), `shell` (interpreter for the shebang).
   */
   runnerScript =
     {
@@ -24,24 +89,22 @@ in
       hostSystem ? "x86_64-linux",
       qemu,
       qemuImg,
+      mkfsExt4 ? null,
       virtiofsd ? null,
       shell ? "/bin/sh",
     }:
     let
       p = qemuArgs.statePaths params.stateDir;
       args = qemuArgs.qemuArgs { inherit params guest hostSystem; };
-      backing = guest.diskBackingFile or null;
-      # An overlay inherits its size from the backing image; a fresh disk
-      # gets the requested size.
-      createDisk =
-        if backing != null then
-          "${escapeShellArg qemuImg} create -q -f qcow2 -b ${escapeShellArg backing} -F raw \"$disk.tmp\""
-        else
-          "${escapeShellArg qemuImg} create -q -f qcow2 \"$disk.tmp\" ${toString params.diskSizeMiB}M";
+      shares = qemuArgs.shares { inherit params guest; };
       qemuCmd = "${escapeShellArg qemu} ${escapeShellArgs args} \"$@\"";
       virtiofs = params.share == "virtiofs";
-      uid = toString params.user.uid;
-      gid = toString params.user.gid;
+      sockets = [
+        p.qmpSocket
+        p.consoleSocket
+        p.pidFile
+      ]
+      ++ map (s: qemuArgs.virtiofsSocket s.tag) shares;
     in
     ''
       #!${shell}
@@ -52,12 +115,12 @@ in
       cd ${escapeShellArg params.stateDir}
       disk=${escapeShellArg p.disk}
       if [ ! -e "$disk" ]; then
-        rm -f "$disk.tmp"
-        ${createDisk}
+        rm -f "$disk.tmp" "$disk.raw"
+        ${builtins.concatStringsSep "\n  " (createDisk { inherit params guest qemuImg mkfsExt4; })}
         mv "$disk.tmp" "$disk"
       fi
       # A QEMU that was killed leaves its sockets and pidfile behind.
-      rm -f ${escapeShellArgs [ p.qmpSocket p.consoleSocket p.pidFile p.virtiofsSocket ]}
+      rm -f ${escapeShellArgs sockets}
 
       accel="''${AGENT_VM_ACCEL:-auto}"
       case "$accel" in
@@ -83,27 +146,30 @@ in
             if virtiofsd == null then throw "agent-vm: share = virtiofs needs a virtiofsd" else virtiofsd;
         in
         ''
-          sock=${escapeShellArg p.virtiofsSocket}
-          # Unprivileged virtiofsd cannot build its namespace sandbox; when the
-          # guest user's ids differ from ours, translate them so files stay ours.
-          vfs_opts="--sandbox=none"
-          [ "$(id -u)" = 0 ] && vfs_opts="--sandbox=namespace"
-          if [ "$(id -u)" != ${escapeShellArg uid} ]; then
-            vfs_opts="$vfs_opts --translate-uid=map:${uid}:$(id -u):1 --translate-gid=map:${gid}:$(id -g):1"
-          fi
-          # shellcheck disable=SC2086
-          ${escapeShellArg vfsd} --socket-path="$sock" --shared-dir=${escapeShellArg params.workspace.hostPath} $vfs_opts &
-          vfs_pid=$!
-          trap 'kill "$vfs_pid" 2>/dev/null || true' EXIT
-          i=0
-          while [ ! -S "$sock" ]; do
-            i=$((i + 1))
-            if [ "$i" -gt 100 ] || ! kill -0 "$vfs_pid" 2>/dev/null; then
-              echo "run-agent-vm: virtiofsd did not start" >&2
-              exit 1
-            fi
-            sleep 0.05
-          done
+          vfs_pids=""
+          trap 'kill $vfs_pids 2>/dev/null || true' EXIT
+          wait_socket() {
+            i=0
+            while [ ! -S "$1" ]; do
+              i=$((i + 1))
+              if [ "$i" -gt 100 ] || ! kill -0 "$2" 2>/dev/null; then
+                echo "run-agent-vm: virtiofsd for $1 did not start" >&2
+                exit 1
+              fi
+              sleep 0.05
+            done
+          }
+          # Unprivileged virtiofsd cannot build its namespace sandbox.
+          vfs_sandbox="--sandbox=none"
+          [ "$(id -u)" = 0 ] && vfs_sandbox="--sandbox=namespace"
+        ''
+        + builtins.concatStringsSep "" (
+          map (startVirtiofsd {
+            virtiofsd = vfsd;
+            inherit params;
+          }) shares
+        )
+        + ''
           ${qemuCmd} &
           qemu_pid=$!
           trap 'kill -TERM "$qemu_pid" 2>/dev/null || true' TERM INT HUP

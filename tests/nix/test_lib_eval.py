@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-LIB = ROOT / "lib"
+from nix_eval import LIB, ROOT, NixError, evaluate_file, nix_instantiate
 
 # One expression; `what` picks the attribute (the rest stays unevaluated).
 EXPR = r"""
 { libDir, what, paramsFile ? "", guestJson ? "{}", system ? "x86_64-linux",
-  qemu ? "/fake/qemu", qemuImg ? "/fake/qemu-img", virtiofsd ? "", str ? "" }:
+  qemu ? "/fake/qemu", qemuImg ? "/fake/qemu-img", virtiofsd ? "", mkfsExt4 ? "",
+  str ? "" }:
 let
   lib = import (/. + libDir) { };
   params = lib.readParams paramsFile;
@@ -39,7 +38,8 @@ let
   } // builtins.fromJSON guestJson;
   args = { inherit params guest; hostSystem = system; };
   scriptArgs = args // { inherit qemu qemuImg; shell = "/bin/sh"; }
-    // (if virtiofsd == "" then { } else { inherit virtiofsd; });
+    // (if virtiofsd == "" then { } else { inherit virtiofsd; })
+    // (if mkfsExt4 == "" then { } else { inherit mkfsExt4; });
 in
 {
   inherit params;
@@ -51,20 +51,10 @@ in
   escapeQemuOpt = lib.escapeQemuOpt str;
   qemuOpts = lib.qemuOpts "head" (builtins.fromJSON str);
   statePaths = lib.statePaths str;
+  shares = lib.shares { inherit params guest; };
   supportedVersion = lib.supportedVersion;
 }.${what}
 """
-
-
-class NixError(Exception):
-    """nix-instantiate failed; the message is its stderr."""
-
-
-def nix_instantiate() -> str:
-    path = shutil.which("nix-instantiate")
-    if path is None:
-        pytest.fail("nix-instantiate is missing: install nix-bin (./run-tests does)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +65,7 @@ def expr_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def evaluate(expr: Path, what: str, **argstrs: str) -> Any:
-    argv = [nix_instantiate(), "--eval", "--strict", "--json", str(expr)]
-    argv += ["--argstr", "libDir", str(LIB), "--argstr", "what", what]
-    for k, v in argstrs.items():
-        argv += ["--argstr", k, v]
-    res = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise NixError(res.stderr)
-    return json.loads(res.stdout)
+    return evaluate_file(expr, libDir=str(LIB), what=what, **argstrs)
 
 
 def contract_example() -> dict[str, Any]:
@@ -273,9 +256,9 @@ def test_9p_share(expr_file: Path, tmp_path: Path, model: str) -> None:
     p["workspace"]["securityModel"] = model
     args = qemu_args(expr_file, tmp_path, p)
     assert opt_after(args, "-fsdev") == [
-        f"local,id=workspace,path={state}/workspace,security_model={model}"
+        f"local,id=fs-workspace,path={state}/workspace,security_model={model}"
     ]
-    assert "virtio-9p-pci,fsdev=workspace,mount_tag=workspace" in opt_after(args, "-device")
+    assert "virtio-9p-pci,fsdev=fs-workspace,mount_tag=workspace" in opt_after(args, "-device")
     assert not any("vhost-user-fs" in a for a in args)
     assert opt_after(args, "-machine") == ["q35"]
 
@@ -284,8 +267,8 @@ def test_virtiofs_share(expr_file: Path, tmp_path: Path) -> None:
     args = qemu_args(expr_file, tmp_path, params(tmp_path, share="virtiofs", memoryMiB=3072))
     assert opt_after(args, "-object") == ["memory-backend-memfd,id=mem,size=3072M,share=on"]
     assert opt_after(args, "-machine") == ["q35,memory-backend=mem"]
-    assert "socket,id=workspace,path=virtiofs.sock" in opt_after(args, "-chardev")
-    assert "vhost-user-fs-pci,chardev=workspace,tag=workspace" in opt_after(args, "-device")
+    assert "socket,id=fs-workspace,path=virtiofs-workspace.sock" in opt_after(args, "-chardev")
+    assert "vhost-user-fs-pci,chardev=fs-workspace,tag=workspace" in opt_after(args, "-device")
     assert not opt_after(args, "-fsdev")
 
 
@@ -333,7 +316,7 @@ def test_commas_in_the_state_dir_are_doubled_in_qemu_options(
     esc = f"{tmp_path}/a,,b c"
     args = qemu_args(expr_file, tmp_path, params(state))
     assert opt_after(args, "-fsdev") == [
-        f"local,id=workspace,path={esc}/workspace,security_model=none"
+        f"local,id=fs-workspace,path={esc}/workspace,security_model=none"
     ]
     assert f"id=disk,file={esc}/disk.qcow2,if=none,format=qcow2,discard=unmap" in opt_after(
         args, "-drive"
@@ -416,7 +399,6 @@ def test_state_paths(expr_file: Path) -> None:
         "qmpSocket": "qmp.sock",
         "consoleSocket": "console.sock",
         "serialLog": "/s/serial.log",
-        "virtiofsSocket": "virtiofs.sock",
         "hostKey": "/s/ssh/ssh_host_ed25519_key",
         "authorizedKeys": "/s/ssh/id_ed25519.pub",
     }
@@ -479,7 +461,8 @@ def test_mk_runner_uses_the_given_write_script_bin(expr_file: Path, tmp_path: Pa
 
 def make_fakes(tmp_path: Path) -> Path:
     """Fake qemu / qemu-img / virtiofsd in a directory whose name needs quoting;
-    each records its argv (one per line), cwd and pid in $FAKE_LOG."""
+    each records its argv (one per line), cwd and pid in $FAKE_LOG (virtiofsd
+    under its socket's name: one runs per share)."""
     fake = tmp_path / "fake bin's"
     fake.mkdir()
     (fake / "qemu").write_text(
@@ -498,9 +481,9 @@ def make_fakes(tmp_path: Path) -> Path:
         f"#!{sys.executable}\n"
         "import os, socket, sys, time\n"
         "log = os.environ['FAKE_LOG']\n"
-        "open(log + '/virtiofsd.argv', 'w').write('\\n'.join(sys.argv[1:]) + '\\n')\n"
-        "open(log + '/virtiofsd.pid', 'w').write(str(os.getpid()))\n"
         "path = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--socket-path=')][0]\n"
+        "open(f'{log}/{path}.argv', 'w').write('\\n'.join(sys.argv[1:]) + '\\n')\n"
+        "open(f'{log}/{path}.pid', 'w').write(str(os.getpid()))\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "s.bind(path)\n"
         "s.listen()\n"
@@ -518,18 +501,25 @@ def run_runner(
     accel: str | None = None,
     guest: dict[str, Any] | None = None,
     virtiofsd: bool = False,
+    real_disk_tools: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], Path, int]:
-    """Generate the runner for `p`, run it with the fakes; (result, log dir, pid)."""
+    """Generate the runner for `p`, run it with the fakes (or the real
+    qemu-img and mkfs.ext4); (result, log dir, pid)."""
     fake = tmp_path / "fake bin's"
     if not fake.exists():
         make_fakes(tmp_path)
+    disk_tools = (
+        {"qemuImg": _which("qemu-img"), "mkfsExt4": _which("mkfs.ext4")}
+        if real_disk_tools
+        else {"qemuImg": str(fake / "qemu-img")}
+    )
     script = evaluate(
         expr,
         "script",
         paramsFile=write_params(tmp_path, p),
         guestJson=json.dumps(guest or {}),
         qemu=str(fake / "qemu"),
-        qemuImg=str(fake / "qemu-img"),
+        **disk_tools,
         **({"virtiofsd": str(fake / "virtiofsd")} if virtiofsd else {}),
     )
     runner = tmp_path / "run-agent-vm"
@@ -582,7 +572,7 @@ def test_runner_keeps_an_existing_disk_and_clears_stale_sockets(
     state = tmp_path / "vm"
     state.mkdir()
     (state / "disk.qcow2").write_text("guest data")
-    for stale in ("qmp.sock", "console.sock", "qemu.pid", "virtiofs.sock"):
+    for stale in ("qmp.sock", "console.sock", "qemu.pid", "virtiofs-workspace.sock"):
         (state / stale).write_text("")
     res, log, _ = run_runner(expr_file, tmp_path, params(state), accel="kvm")
     assert res.returncode == 0, res.stderr
@@ -648,21 +638,21 @@ def test_runner_with_virtiofs(expr_file: Path, tmp_path: Path) -> None:
     p = params(state, share="virtiofs")
     res, log, pid = run_runner(expr_file, tmp_path, p, accel="tcg", virtiofsd=True)
     assert res.returncode == 0, res.stderr
-    vfs_argv = (log / "virtiofsd.argv").read_text().splitlines()
+    vfs_argv = (log / "virtiofs-workspace.sock.argv").read_text().splitlines()
     uid, gid = os.getuid(), os.getgid()
     expected = [
-        "--socket-path=virtiofs.sock",
+        "--socket-path=virtiofs-workspace.sock",
         f"--shared-dir={state}/workspace",
         "--sandbox=namespace" if uid == 0 else "--sandbox=none",
     ]
-    if uid != 1000:
+    if (uid, gid) != (1000, 1000):
         expected += [f"--translate-uid=map:1000:{uid}:1", f"--translate-gid=map:1000:{gid}:1"]
     assert vfs_argv == expected
     qemu_argv = (log / "qemu.argv").read_text().splitlines()
     assert qemu_argv == [*qemu_args(expr_file, tmp_path, p), "-accel", "tcg"]
     # The runner stays QEMU's parent (no exec) and stops virtiofsd on exit.
     assert int((log / "qemu.pid").read_text()) != pid
-    vfs_pid = int((log / "virtiofsd.pid").read_text())
+    vfs_pid = int((log / "virtiofs-workspace.sock.pid").read_text())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _alive(vfs_pid):
         time.sleep(0.05)
@@ -675,3 +665,120 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+def _which(tool: str) -> str:
+    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+    if path is None:
+        pytest.fail(f"{tool} is needed (./run-tests installs qemu-utils and e2fsprogs)")
+    return path
+
+
+def test_workspace_tag_is_checked(expr_file: Path, tmp_path: Path) -> None:
+    for tag in ("nix-store", "Bad Tag", "", "a" * 32):
+        p = params("/s")
+        p["workspace"]["tag"] = tag
+        with pytest.raises(NixError, match=r"agent-vm params: workspace\.tag must be"):
+            evaluate(expr_file, "params", paramsFile=write_params(tmp_path, p))
+
+
+@pytest.mark.parametrize("share", ["9p", "virtiofs"])
+def test_the_host_store_share_is_read_only(expr_file: Path, tmp_path: Path, share: str) -> None:
+    p = params(tmp_path / "vm", share=share)
+    guest = json.dumps({"hostStore": True})
+    shares = evaluate(expr_file, "shares", paramsFile=write_params(tmp_path, p), guestJson=guest)
+    assert shares == [
+        {
+            "tag": "workspace",
+            "hostPath": f"{tmp_path}/vm/workspace",
+            "readOnly": False,
+            "securityModel": "none",
+        },
+        {"tag": "nix-store", "hostPath": "/nix/store", "readOnly": True, "securityModel": "none"},
+    ]
+    args = qemu_args(expr_file, tmp_path, p, guestJson=guest)
+    if share == "9p":
+        assert "local,id=fs-nix-store,path=/nix/store,security_model=none,readonly=on" in opt_after(
+            args, "-fsdev"
+        )
+        assert "virtio-9p-pci,fsdev=fs-nix-store,mount_tag=nix-store" in opt_after(args, "-device")
+    else:
+        assert "socket,id=fs-nix-store,path=virtiofs-nix-store.sock" in opt_after(args, "-chardev")
+        assert "vhost-user-fs-pci,chardev=fs-nix-store,tag=nix-store" in opt_after(args, "-device")
+    # No store image with a host store, unless the guest brings both.
+    assert not any("serial=agent-vm-store" in a for a in args)
+
+
+def test_runner_starts_one_virtiofsd_per_share(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    p = params(state, share="virtiofs")
+    res, log, _ = run_runner(
+        expr_file, tmp_path, p, accel="tcg", guest={"hostStore": True}, virtiofsd=True
+    )
+    assert res.returncode == 0, res.stderr
+    store = (log / "virtiofs-nix-store.sock.argv").read_text().splitlines()
+    sandbox = "--sandbox=namespace" if os.getuid() == 0 else "--sandbox=none"
+    # Read-only, and no id translation: nothing is written through it.
+    assert store == [
+        "--socket-path=virtiofs-nix-store.sock",
+        "--shared-dir=/nix/store",
+        sandbox,
+        "--readonly",
+    ]
+    assert (log / "virtiofs-workspace.sock.argv").exists()
+    for pidfile in log.glob("*.sock.pid"):
+        pid = int(pidfile.read_text())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        assert not _alive(pid), pidfile.name
+
+
+def test_runner_formats_a_new_root_disk_as_ext4(expr_file: Path, tmp_path: Path) -> None:
+    """The NixOS guest's disk: made on the host with the real qemu-img and
+    mkfs.ext4, before QEMU starts; the guest mounts it by its serial."""
+    state = tmp_path / "vm"
+    res, _, _ = run_runner(
+        expr_file,
+        tmp_path,
+        params(state, diskSizeMiB=3072),
+        accel="tcg",
+        guest={"rootFormat": "ext4"},
+        real_disk_tools=True,
+    )
+    assert res.returncode == 0, res.stderr
+    disk = state / "disk.qcow2"
+    assert sorted(p.name for p in state.iterdir()) == ["disk.qcow2"]  # no .raw/.tmp left
+    assert stat.S_IMODE(disk.stat().st_mode) == 0o600
+    info = json.loads(
+        subprocess.run(
+            [_which("qemu-img"), "info", "--output=json", str(disk)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert info["format"] == "qcow2" and info["virtual-size"] == 3072 * 1024 * 1024
+    assert info["actual-size"] < 64 * 1024 * 1024  # sparse: only metadata written
+    raw = tmp_path / "disk.raw"
+    subprocess.run([_which("qemu-img"), "convert", "-O", "raw", str(disk), str(raw)], check=True)
+    header = subprocess.run(
+        [_which("dumpe2fs"), "-h", str(raw)], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"^Filesystem volume name:\s+agent-vm-root$", header, re.M)
+    assert re.search(r"^Filesystem OS type:\s+Linux$", header, re.M)
+    # The file system's root belongs to root, whoever ran the runner.
+    root_inode = subprocess.run(
+        [_which("debugfs"), "-R", "stat /", str(raw)], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"User:\s+0\s+Group:\s+0", root_inode)
+
+
+def test_a_root_format_needs_its_tool_and_must_be_known(expr_file: Path, tmp_path: Path) -> None:
+    pf = write_params(tmp_path, params(tmp_path / "vm"))
+    with pytest.raises(NixError, match=r'guest\.rootFormat = "ext4" needs mkfsExt4'):
+        evaluate(expr_file, "script", paramsFile=pf, guestJson='{"rootFormat": "ext4"}')
+    with pytest.raises(NixError, match=r'unsupported guest\.rootFormat "xfs"'):
+        evaluate(
+            expr_file, "script", paramsFile=pf, guestJson='{"rootFormat": "xfs"}', mkfsExt4="/m"
+        )

@@ -1,0 +1,193 @@
+"""The pure functions the NixOS modules are built on (lib/guest.nix,
+lib/agent.nix, lib/host-units.nix), evaluated with nix-instantiate and
+checked against the Python side that consumes their output: the CLI's own
+argument parser, its health probe, the parameters model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_vm import cli, health
+from nix_eval import LIB, ROOT, NixError, evaluate_file, write_expr
+
+EXPR = r"""
+{ libDir, what, json ? "null", str ? "" }:
+let
+  lib = import (/. + libDir) { };
+  arg = builtins.fromJSON json;
+in
+{
+  guestSettings = lib.guestSettings (lib.validateParams arg);
+  kernelCmdline = lib.kernelCmdline arg;
+  qemuBinary = lib.qemuBinary str;
+  mcpProxyConfig = lib.mcpProxyConfig arg;
+  mcpProxyArgs = lib.mcpProxyArgs arg;
+  healthPath = lib.healthPath;
+  upArgs = lib.upArgs arg;
+}.${what}
+"""
+
+
+@pytest.fixture(scope="module")
+def expr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_expr(tmp_path_factory.mktemp("glue"), "glue.nix", EXPR)
+
+
+def ev(expr: Path, what: str, arg: Any = None, s: str = "") -> Any:
+    return evaluate_file(expr, libDir=str(LIB), what=what, json=json.dumps(arg), str=s)
+
+
+def contract_params() -> dict[str, Any]:
+    doc = (ROOT / "docs" / "contract.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
+    data: dict[str, Any] = json.loads(block)
+    return data
+
+
+# --- guest ------------------------------------------------------------------------------
+
+
+def test_guest_settings_hold_only_what_all_of_a_users_vms_share(expr: Path) -> None:
+    """Name, ports, keys and paths stay out of the guest system, so every
+    branch VM of one host user has the same closure (built once)."""
+    p = contract_params()
+    got = ev(expr, "guestSettings", p)
+    assert got == {
+        "user": {"name": "dev", "uid": 1000, "gid": 1000},
+        "workspace": {"share": "9p", "tag": "workspace", "mountPoint": "/workspace"},
+    }
+    # Two VMs differing in everything per-VM get identical settings.
+    other = p | {
+        "name": "feature-x-99999999",
+        "branch": "feature/x",
+        "stateDir": "/elsewhere",
+        "sshPort": 2300,
+        "agentPort": 8100,
+        "sshAuthorizedKeys": ["ssh-ed25519 BBBB other"],
+        "workspace": p["workspace"] | {"hostPath": "/elsewhere/workspace"},
+    }
+    assert ev(expr, "guestSettings", other) == got
+
+
+def test_guest_settings_validate_their_input(expr: Path) -> None:
+    bad = contract_params() | {"user": {"name": "dev", "uid": 0, "gid": 0}}
+    with pytest.raises(NixError, match="user needs a name"):
+        ev(expr, "guestSettings", bad)
+
+
+def test_kernel_command_line(expr: Path) -> None:
+    line = ev(
+        expr,
+        "kernelCmdline",
+        {
+            "toplevel": "/nix/store/t-system",
+            "kernelParams": ["8250.nr_uarts=1", "loglevel=4"],
+            "regInfo": "/nix/store/r-closure-info",
+            "hostname": "main-0123abcd",
+        },
+    )
+    assert line == (
+        "init=/nix/store/t-system/init 8250.nr_uarts=1 loglevel=4"
+        " regInfo=/nix/store/r-closure-info/registration systemd.hostname=main-0123abcd"
+    )
+    bare = ev(expr, "kernelCmdline", {"toplevel": "/t", "kernelParams": []})
+    assert bare == "init=/t/init"
+
+
+def test_qemu_binary(expr: Path) -> None:
+    assert ev(expr, "qemuBinary", s="x86_64-linux") == "qemu-system-x86_64"
+    assert ev(expr, "qemuBinary", s="aarch64-linux") == "qemu-system-aarch64"
+    with pytest.raises(NixError, match="unsupported system riscv64-linux"):
+        ev(expr, "qemuBinary", s="riscv64-linux")
+
+
+# --- agent --------------------------------------------------------------------------------
+
+
+def test_mcp_proxy_config_leaves_out_disabled_servers(expr: Path) -> None:
+    servers = {
+        "workspace": {"enable": True, "command": "/bin/ws", "args": [], "env": {"A": "1"}},
+        "github": {"enable": False, "command": "/bin/gh", "args": ["stdio"], "env": {}},
+        "fs": {"enable": True, "command": "/bin/fs", "args": ["/workspace"], "env": {}},
+    }
+    assert ev(expr, "mcpProxyConfig", servers) == {
+        "mcpServers": {
+            "workspace": {"command": "/bin/ws", "args": [], "env": {"A": "1"}},
+            "fs": {"command": "/bin/fs", "args": ["/workspace"], "env": {}},
+        }
+    }
+
+
+def test_mcp_proxy_arguments(expr: Path) -> None:
+    assert ev(expr, "mcpProxyArgs", {"port": 8000, "configFile": "/nix/store/c.json"}) == [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--named-server-config",
+        "/nix/store/c.json",
+        "--pass-environment",
+    ]
+    args = ev(
+        expr,
+        "mcpProxyArgs",
+        {"port": 3000, "configFile": "/c", "passEnvironment": False, "extraArgs": ["--debug"]},
+    )
+    assert args[-2:] == ["--no-pass-environment", "--debug"] and args[3] == "3000"
+
+
+def test_the_health_path_is_the_one_the_cli_probes(expr: Path) -> None:
+    assert ev(expr, "healthPath") == health.HEALTH_PATH == "/status"
+
+
+# --- host units ---------------------------------------------------------------------------
+
+DECLARED = {
+    "branch": "feature/x",
+    "hostAddress": "127.0.0.1",
+    "sshPort": 2230,
+    "agentPort": 8030,
+    "memory": 4096,
+    "cores": 4,
+    "diskSize": 20480,
+    "network": "none",
+    "ephemeral": False,
+    "config": "/nix/store/x-agent-guest.nix",
+}
+
+
+def test_a_declared_vm_is_a_command_line_the_cli_accepts(expr: Path) -> None:
+    argv = ev(
+        expr, "upArgs", {"stateDir": "/var/lib/agent-vm/agent-vm", "vm": DECLARED, "timeout": 600}
+    )
+    a = cli.build_parser().parse_args(argv)
+    assert (a.verb, a.foreground, a.pin) == ("up", True, True)
+    assert a.state_dir == "/var/lib/agent-vm/agent-vm" and a.no_color and a.timeout == 600
+    assert (a.branch, a.host, a.ssh_port, a.port) == ("feature/x", "127.0.0.1", 2230, 8030)
+    assert (a.memory, a.cores, a.disk_size, a.network) == (4096, 4, 20480, "none")
+    assert a.ephemeral is False and a.config == "/nix/store/x-agent-guest.nix"
+
+
+def test_declared_flags_map_both_ways(expr: Path) -> None:
+    vm = DECLARED | {"ephemeral": True, "config": None, "network": "open"}
+    argv = ev(expr, "upArgs", {"stateDir": "/s", "vm": vm})
+    a = cli.build_parser().parse_args(argv)
+    assert a.ephemeral is True and a.config is None and a.network == "open"
+    assert a.timeout == 300  # the module's default readiness timeout
+    assert "--config" not in argv
+
+
+def test_the_cli_refuses_what_the_module_types_would_let_through(expr: Path) -> None:
+    """The module's option types and the CLI's ranges agree: a declared value
+    the CLI would refuse is refused by the module first (memory >= 256)."""
+    argv = ev(expr, "upArgs", {"stateDir": "/s", "vm": DECLARED | {"memory": 128}})
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(argv)
+    host = (ROOT / "modules" / "host.nix").read_text()
+    assert "types.ints.between 256 1048576" in host  # the CLI's MEMORY range
+    assert "types.ints.between 512 16777216" in host  # DISK
+    assert "types.ints.between 1 256" in host  # CORES
