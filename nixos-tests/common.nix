@@ -1,0 +1,113 @@
+# What the full NixOS tests share: a test machine (L1) that runs branch VMs
+# (L2) with the real CLI, offline.
+#
+# The test machine has no network, so `agent-vm start`'s `nix build` must
+# find everything in its store already: the flake's own source and its
+# nixpkgs input (evaluated there), the guest systems the CLI will ask for
+# (built here, for the users the tests run VMs as), and stdenvNoCC (to write
+# the runner script, the one thing built inside). A guest depends only on
+# its user's ids and the share type (lib/guest.nix), so it can be prebuilt.
+{
+  pkgs,
+  self,
+  nixpkgs,
+}:
+let
+  inherit (pkgs) lib;
+  system = pkgs.stdenv.hostPlatform.system;
+
+  # The parameters the CLI writes, reduced to what shapes the guest system.
+  guestFor =
+    { uid, gid }:
+    (self.lib.mkBranchVM {
+      inherit system;
+      params = {
+        version = 1;
+        name = "prebuilt";
+        branch = "prebuilt";
+        stateDir = "/prebuilt";
+        hostAddress = "127.0.0.1";
+        sshPort = 2222;
+        agentPort = 8000;
+        guestAgentPort = 8000;
+        memoryMiB = 1024;
+        cores = 1;
+        diskSizeMiB = 1024;
+        network = "open";
+        # The CLI picks virtiofs: the package puts virtiofsd on PATH.
+        share = "virtiofs";
+        workspace = {
+          hostPath = "/prebuilt/workspace";
+          tag = "workspace";
+          mountPoint = "/workspace";
+          securityModel = "none";
+        };
+        user = {
+          name = "dev";
+          inherit uid gid;
+        };
+        sshAuthorizedKeys = [ ];
+        userModule = null;
+      };
+    }).nixos.config.system.build.agentVm;
+in
+{
+  inherit guestFor;
+
+  /**
+    The test machine's configuration. `guests` lists the `{ uid, gid }` of
+    the host users whose VMs the test starts.
+  */
+  machine =
+    { guests }:
+    { config, ... }:
+    {
+      imports = [ self.nixosModules.host ];
+      programs.agent-vm.enable = true;
+
+      # Nested virtualisation: the test driver's `-cpu max` passes VMX/SVM
+      # through where the build machine allows it; without it the runner
+      # falls back to TCG (slower, still correct: timeouts are generous).
+      boot.kernelModules = [
+        "kvm-intel"
+        "kvm-amd"
+      ];
+      virtualisation = {
+        memorySize = 6144;
+        cores = 2;
+        diskSize = 8192;
+        additionalPaths = [
+          nixpkgs.outPath
+          self.outPath
+          pkgs.stdenvNoCC
+        ]
+        ++ lib.concatMap (
+          ids:
+          let
+            g = guestFor ids;
+          in
+          [
+            g.kernel
+            g.initrd
+            g.storeImage
+          ]
+        ) guests;
+      };
+
+      nix.settings = {
+        substituters = lib.mkForce [ ];
+        flake-registry = "";
+        experimental-features = [
+          "nix-command"
+          "flakes"
+        ];
+      };
+      environment.systemPackages = [
+        pkgs.curl
+        pkgs.git
+        pkgs.jq
+      ];
+      networking.firewall.enable = false;
+      system.stateVersion = config.system.nixos.release;
+    };
+}
