@@ -173,10 +173,30 @@ in
           ${qemuCmd} &
           qemu_pid=$!
           trap 'kill -TERM "$qemu_pid" 2>/dev/null || true' TERM INT HUP
+          # A process that has exited but not been waited for still answers
+          # kill -0: read its state instead (builtins only).
+          running() {
+            [ -r "/proc/$1/stat" ] || return 1
+            read -r stat < "/proc/$1/stat" || return 1
+            state=''${stat##*) }
+            case "$state" in Z* | X*) return 1 ;; esac
+          }
+          # Supervise: without its virtiofsd the guest's share would hang,
+          # so QEMU goes too, and the VM shows as failed, not stuck.
+          lost=""
+          while running "$qemu_pid"; do
+            for p in $vfs_pids; do
+              if [ -z "$lost" ] && ! running "$p"; then
+                echo "run-agent-vm: virtiofsd (pid $p) exited; stopping QEMU" >&2
+                lost=1
+                kill -TERM "$qemu_pid" 2>/dev/null || true
+              fi
+            done
+            sleep 0.5
+          done
           status=0
           wait "$qemu_pid" || status=$?
-          # wait returns early when a trapped signal arrives; reap QEMU for real.
-          while kill -0 "$qemu_pid" 2>/dev/null; do wait "$qemu_pid" || status=$?; done
+          [ -z "$lost" ] || exit 1
           exit "$status"
         ''
     );

@@ -470,6 +470,7 @@ def make_fakes(tmp_path: Path) -> Path:
         'printf "%s\\n" "$@" > "$FAKE_LOG/qemu.argv"\n'
         'pwd > "$FAKE_LOG/qemu.cwd"\n'
         'echo $$ > "$FAKE_LOG/qemu.pid"\n'
+        '[ -z "${FAKE_QEMU_SLEEP:-}" ] || exec sleep "$FAKE_QEMU_SLEEP"\n'
         'exit "${FAKE_QEMU_EXIT:-0}"\n'
     )
     (fake / "qemu-img").write_text(
@@ -487,7 +488,7 @@ def make_fakes(tmp_path: Path) -> Path:
         "s = socket.socket(socket.AF_UNIX)\n"
         "s.bind(path)\n"
         "s.listen()\n"
-        "time.sleep(30)\n"
+        "time.sleep(float(os.environ.get('FAKE_VIRTIOFSD_LIFETIME', '30')))\n"
     )
     for f in fake.iterdir():
         f.chmod(0o755)
@@ -502,6 +503,7 @@ def run_runner(
     guest: dict[str, Any] | None = None,
     virtiofsd: bool = False,
     real_disk_tools: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path, int]:
     """Generate the runner for `p`, run it with the fakes (or the real
     qemu-img and mkfs.ext4); (result, log dir, pid)."""
@@ -530,6 +532,7 @@ def run_runner(
     log.mkdir()
     Path(p["stateDir"]).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "AGENT_VM_ACCEL"} | {"FAKE_LOG": str(log)}
+    env |= extra_env or {}
     if accel is not None:
         env["AGENT_VM_ACCEL"] = accel
     proc = subprocess.Popen(
@@ -657,6 +660,60 @@ def test_runner_with_virtiofs(expr_file: Path, tmp_path: Path) -> None:
     while time.monotonic() < deadline and _alive(vfs_pid):
         time.sleep(0.05)
     assert not _alive(vfs_pid)
+
+
+def test_a_virtiofsd_that_dies_takes_qemu_down(expr_file: Path, tmp_path: Path) -> None:
+    """Without its virtiofsd the guest's share would hang: the runner stops
+    QEMU, so the VM is seen as failed (and restarted by a supervisor)."""
+    state = tmp_path / "vm"
+    t0 = time.monotonic()
+    res, log, _ = run_runner(
+        expr_file,
+        tmp_path,
+        params(state, share="virtiofs"),
+        accel="tcg",
+        virtiofsd=True,
+        extra_env={"FAKE_QEMU_SLEEP": "60", "FAKE_VIRTIOFSD_LIFETIME": "0.5"},
+    )
+    assert time.monotonic() - t0 < 15
+    assert res.returncode == 1
+    vfs_pid = int((log / "virtiofs-workspace.sock.pid").read_text())
+    assert f"run-agent-vm: virtiofsd (pid {vfs_pid}) exited; stopping QEMU" in res.stderr
+    assert not _alive(int((log / "qemu.pid").read_text()))
+
+
+def test_signals_reach_qemu_through_the_supervising_runner(
+    expr_file: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the runner (what the CLI's stop escalates to) ends QEMU and
+    virtiofsd, and the runner reports QEMU's status."""
+    state = tmp_path / "vm"
+    fake = make_fakes(tmp_path)
+    script = evaluate(
+        expr_file,
+        "script",
+        paramsFile=write_params(tmp_path, params(state, share="virtiofs")),
+        qemu=str(fake / "qemu"),
+        qemuImg=str(fake / "qemu-img"),
+        virtiofsd=str(fake / "virtiofsd"),
+    )
+    runner = tmp_path / "run-agent-vm"
+    runner.write_text(script)
+    runner.chmod(0o755)
+    log = tmp_path / "log"
+    log.mkdir()
+    state.mkdir()
+    env = os.environ | {"FAKE_LOG": str(log), "FAKE_QEMU_SLEEP": "60", "AGENT_VM_ACCEL": "tcg"}
+    proc = subprocess.Popen([str(runner)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not (log / "qemu.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    qemu = int((log / "qemu.pid").read_text())
+    proc.terminate()
+    assert proc.wait(timeout=10) == 143  # QEMU (sleep) died of SIGTERM
+    assert not _alive(qemu)
+    assert not _alive(int((log / "virtiofs-workspace.sock.pid").read_text()))
+    assert proc.stderr is not None and "exited; stopping QEMU" not in proc.stderr.read()
 
 
 def _alive(pid: int) -> bool:
