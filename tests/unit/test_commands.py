@@ -88,5 +88,5 @@ def test_the_workspace_cannot_change(ctx: Context, vm: VmPaths, tmp_path: Path) 
 
 
 def test_a_config_module_that_is_not_a_file_is_refused(ctx: Context, vm: VmPaths) -> None:
-    with pytest.raises(InvalidInput, match="--config .* is not a file"):
+    with pytest.raises(InvalidInput, match=r"--config .* is not a file"):
         apply(ctx, vm, "--config", "/nonexistent/guest.nix")
