@@ -101,7 +101,7 @@
             pkgs.e2fsprogs
             pkgs.virtiofsd
             pkgs.mcp-proxy
-            pkgs.nixfmt-rfc-style
+            pkgs.nixfmt
           ];
         };
       });

@@ -17,7 +17,6 @@
 }:
 let
   cfg = config.agent-vm;
-  agentLib = import ../lib { };
 
   inherit (lib)
     mkOption
@@ -36,6 +35,10 @@ let
   # boot. Passed on the kernel command line: referring to it from the
   # system itself would be a cycle.
   regInfo = pkgs.closureInfo { rootPaths = [ toplevel ]; };
+
+  # A fixed file system UUID (and timestamps, -T 0): the same closure gives
+  # the same image.
+  storeImageUuid = "de989594-26de-42ec-8d2f-b9676d42c8c7";
 
   # A read-only erofs image of exactly this system's closure: the guest sees
   # these paths and nothing else of the host's store.
@@ -57,7 +60,8 @@ let
         tar --create --absolute-names --verbatim-files-from \
           --transform 'flags=rSh;s|^${storeDir}/||' \
           --files-from "$closure/store-paths" \
-          | mkfs.erofs --quiet --force-uid=0 --force-gid=0 -T 0 -L nix-store --tar=f "$out"
+          | mkfs.erofs --quiet --force-uid=0 --force-gid=0 -T 0 -L nix-store \
+              -U ${storeImageUuid} --tar=f "$out"
       '';
 
   # NixOS has a group for gid 100 already (`users`, the primary group of
@@ -230,6 +234,17 @@ in
 
   config = mkMerge [
     {
+      assertions = [
+        {
+          assertion =
+            !(builtins.elem cfg.workspace.mountPoint [
+              "/"
+              "/nix"
+            ])
+            && !(lib.hasPrefix "/nix/" cfg.workspace.mountPoint);
+          message = "agent-vm.workspace.mountPoint cannot be /, /nix or under /nix (it is ${cfg.workspace.mountPoint}).";
+        }
+      ];
       system.stateVersion = mkDefault "25.11";
       networking.hostName = mkDefault "agent-vm"; # the runner sets the VM's own at boot
 
@@ -303,11 +318,6 @@ in
           options = [ "mode=0755" ];
           neededForBoot = true;
         };
-        # nofail: without the workspace the VM still boots and SSH still
-        # answers, so the cause can be looked at; the agent service needs it.
-        ${cfg.workspace.mountPoint} = workspaceFs // {
-          options = workspaceFs.options ++ [ "nofail" ];
-        };
       };
 
       # The database describes exactly this boot's store: the overlay's
@@ -363,6 +373,9 @@ in
           HostKey /run/agent-vm/ssh/ssh_host_ed25519_key
         '';
       };
+      # No host key is generated in the guest (hostKeys = [ ]): the unit
+      # that would would only log its refusal at every boot.
+      systemd.services.sshd-keygen.enable = false;
       systemd.services.agent-vm-credentials = {
         description = "Install the VM's SSH keys from its boot credentials";
         wantedBy = [ "multi-user.target" ];
@@ -415,6 +428,16 @@ in
         storeImage = if cfg.store.source == "image" then storeImage else null;
         hostStore = cfg.store.source == "host";
         agentPort = config.agent-vm.agent.port;
+      };
+    }
+
+    {
+      # Its own block: a mount point that clashes with one above is an
+      # option conflict (and the assertion), not a Nix syntax error.
+      # nofail: without the workspace the VM still boots and SSH still
+      # answers, so the cause can be looked at; the agent service needs it.
+      fileSystems.${cfg.workspace.mountPoint} = workspaceFs // {
+        options = workspaceFs.options ++ [ "nofail" ];
       };
     }
 

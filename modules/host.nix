@@ -113,7 +113,9 @@ let
         example = literalExpression "./agent-guest.nix";
         description = ''
           A NixOS module added to the guest (packages, MCP servers under
-          `agent-vm.agent.servers`); copied to the Nix store.
+          `agent-vm.agent.servers`). A path value is copied to the Nix store
+          alone, so it must not import files beside it; a string is used as
+          it is and read when the VM starts (for a module with imports).
         '';
       };
       autostart = mkOption {
@@ -168,7 +170,7 @@ let
         ++ agentLib.upArgs {
           stateDir = stateDirOf vm;
           vm = vm // {
-            config = if vm.config == null then null else "${vm.config}";
+            config = if builtins.isPath vm.config then "${vm.config}" else vm.config;
           };
           timeout = vm.readyTimeout;
         }
@@ -250,9 +252,7 @@ in
   config = mkMerge [
     (mkIf prog.enable {
       environment.systemPackages = [ prog.package ];
-      users.users = lib.genAttrs prog.users (_: {
-        extraGroups = [ "kvm" ];
-      });
+      users.groups.kvm.members = prog.users;
     })
 
     (mkIf (cfg.vms != { }) {

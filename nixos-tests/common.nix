@@ -66,12 +66,9 @@ in
       programs.agent-vm.enable = true;
 
       # Nested virtualisation: the test driver's `-cpu max` passes VMX/SVM
-      # through where the build machine allows it; without it the runner
-      # falls back to TCG (slower, still correct: timeouts are generous).
-      boot.kernelModules = [
-        "kvm-intel"
-        "kvm-amd"
-      ];
+      # through where the build machine allows it (udev then loads kvm-intel
+      # or kvm-amd); without it the runner falls back to TCG (slower, still
+      # correct: the timeouts are generous).
       virtualisation = {
         memorySize = 6144;
         cores = 2;
