@@ -220,7 +220,9 @@ def test_qemu_arguments(expr_file: Path, tmp_path: Path) -> None:
     assert opt_after(args, "-kernel") == ["/guest/vmlinuz"]
     assert opt_after(args, "-initrd") == ["/guest/initrd"]
     assert opt_after(args, "-append") == ["console=ttyS0 root=/dev/vda"]
-    assert opt_after(args, "-machine") == ["q35"]
+    # No SATA, SMBus, VMware port or PS/2 controller: nothing the guest uses.
+    assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
+    assert opt_after(args, "-cpu") == ["max"]
     assert "-nodefaults" in args and "-no-user-config" in args
     assert opt_after(args, "-display") == ["none"]
     assert "-accel" not in args and "-enable-kvm" not in args  # the runner picks it
@@ -260,13 +262,15 @@ def test_9p_share(expr_file: Path, tmp_path: Path, model: str) -> None:
     ]
     assert "virtio-9p-pci,fsdev=fs-workspace,mount_tag=workspace" in opt_after(args, "-device")
     assert not any("vhost-user-fs" in a for a in args)
-    assert opt_after(args, "-machine") == ["q35"]
+    assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
 
 
 def test_virtiofs_share(expr_file: Path, tmp_path: Path) -> None:
     args = qemu_args(expr_file, tmp_path, params(tmp_path, share="virtiofs", memoryMiB=3072))
     assert opt_after(args, "-object") == ["memory-backend-memfd,id=mem,size=3072M,share=on"]
-    assert opt_after(args, "-machine") == ["q35,memory-backend=mem"]
+    assert opt_after(args, "-machine") == [
+        "q35,sata=off,smbus=off,vmport=off,i8042=off,memory-backend=mem"
+    ]
     assert "socket,id=fs-workspace,path=virtiofs-workspace.sock" in opt_after(args, "-chardev")
     assert "vhost-user-fs-pci,chardev=fs-workspace,tag=workspace" in opt_after(args, "-device")
     assert not opt_after(args, "-fsdev")
