@@ -3,7 +3,8 @@
 Ctrl-C while the CLI is still importing or parsing arguments must not print
 a traceback: until `cli.main` is ready to turn KeyboardInterrupt into exit
 code 130 itself, SIGINT just exits with that code (nothing has been
-touched yet, so there is nothing to clean up).
+touched yet, so there is nothing to clean up). After the command, a late
+Ctrl-C is dropped rather than interrupting the interpreter's exit.
 """
 
 from __future__ import annotations
@@ -29,4 +30,14 @@ def main() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from .cli import main as cli_main  # noqa: PLC0415 - imported under the handler
 
-    sys.exit(cli_main())
+    try:
+        code = cli_main()
+        # Done: a Ctrl-C from now on must not become a traceback while the
+        # interpreter exits. Blocked, it is simply dropped.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except KeyboardInterrupt:
+        # One that landed outside cli.main's own handling (as it returned).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        sys.stderr.write("agent-vm: interrupted\n")
+        code = 130
+    sys.exit(code)

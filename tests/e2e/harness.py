@@ -13,6 +13,11 @@ from pathlib import Path
 
 NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\n"
 
+# Readiness timeout for every command: TCG boots take 30-60 s alone and more
+# when two VMs boot at once on a small machine. Tests about timeouts pass
+# their own --timeout, which comes later on the command line and wins.
+READY_TIMEOUT = "300"
+
 
 @dataclass
 class Result:
@@ -35,7 +40,7 @@ class Cli:
     calls: list[list[str]] = field(default_factory=list)
 
     def argv(self, *args: str) -> list[str]:
-        base = [self.binary, "--state-dir", str(self.state_dir), *args]
+        base = [self.binary, "--state-dir", str(self.state_dir), "--timeout", READY_TIMEOUT, *args]
         if self.user is None:
             return base
         envs = [f"{k}={v}" for k, v in self.env.items()]
@@ -141,3 +146,12 @@ class Unprivileged:
     uid: int
     gid: int
     home: Path
+
+
+def outbound_probe(port: int) -> list[str]:
+    """A guest command that fetches http://<host NAT address>:port/ (bash's
+    /dev/tcp: busybox wget crashes in the test guest)."""
+    request = (
+        f"exec 3<>/dev/tcp/10.0.2.2/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    )
+    return ["timeout", "10", "bash", "-c", request]

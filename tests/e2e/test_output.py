@@ -74,10 +74,7 @@ def test_progress_on_a_tty_shows_the_readiness_stage(cli: Cli, repo: Path) -> No
     assert code == 0, out
     assert "[2/3] guest booting, waiting for SSH … " in out, out
     assert "is running" in out
-    # Not on a terminal: no live line, just the result.
-    cli("stop", cwd=repo)
-    r = cli("start", cwd=repo)
-    assert "\r" not in r.stderr and "guest booting" not in r.stderr
+    # (Off a terminal there is no live line: test_full_lifecycle.)
     cli("destroy", cwd=repo)
 
 

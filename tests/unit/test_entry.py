@@ -62,3 +62,27 @@ def test_ctrl_c_while_starting_up_prints_no_traceback(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
         assert "Traceback" not in err, err
         assert proc.returncode in (0, 130), (proc.returncode, err)
+
+
+def test_ctrl_c_as_the_command_finishes_prints_no_traceback(tmp_path: Path) -> None:
+    """A SIGINT landing after the command returned, while the interpreter
+    exits, is dropped: the command's own exit code, no traceback."""
+    code = (
+        "import os, signal, agent_vm.entry as e, agent_vm.cli as c\n"
+        "real = c.main\n"
+        "def main_then_ctrl_c(argv=None):\n"
+        "    code = real(argv)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return code\n"
+        "c.main = main_then_ctrl_c\n"
+        "e.main()\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "--state-dir", str(tmp_path / "s"), "list"],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode in (0, 130) and "no VMs" in res.stdout

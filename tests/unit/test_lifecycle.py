@@ -383,13 +383,19 @@ def test_stop_without_qmp_escalates_to_sigterm(
 
 
 def test_stop_uses_qmp_powerdown_first(
-    ctx: Context, running: tuple[VmPaths, subprocess.Popen[bytes]]
+    ctx: Context,
+    running: tuple[VmPaths, subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A fake QMP server: on system_powerdown the 'guest' exits by itself."""
     vm, proc = running
     commands: list[str] = []
     srv = socket.socket(socket.AF_UNIX)
-    srv.bind(str(vm.qmp_socket))
+    # Bound by a relative name, as the runner does: a socket address holds
+    # 107 bytes, and a long TMPDIR (a Nix build's) would not fit.
+    with monkeypatch.context() as m:
+        m.chdir(vm.dir)
+        srv.bind(vm.qmp_socket.name)
     srv.listen()
 
     def serve() -> None:

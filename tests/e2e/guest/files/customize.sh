@@ -22,6 +22,7 @@ rm -f "$root"/etc/ssh/ssh_host_*
 install -m 0644 "$files/sshd-agent-vm.conf" "$root/etc/ssh/sshd_config.d/agent-vm.conf"
 
 install -m 0644 "$files/10-virtio.network" "$root/etc/systemd/network/10-virtio.network"
+install -m 0644 "$files/modprobe-agent-vm.conf" "$root/etc/modprobe.d/agent-vm.conf"
 
 install -m 0755 "$files/agent-vm-setup" "$root/usr/local/sbin/agent-vm-setup"
 install -m 0755 "$files/agent-vm-agent" "$root/usr/local/sbin/agent-vm-agent"
@@ -35,7 +36,8 @@ chroot "$root" systemctl enable systemd-networkd.service agent-vm-setup.service 
 chroot "$root" systemctl mask \
   systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer \
   e2scrub_all.timer e2scrub_reap.service fstrim.timer getty@tty1.service \
-  systemd-random-seed.service
+  systemd-random-seed.service \
+  modprobe@drm.service modprobe@dm_mod.service modprobe@efi_pstore.service modprobe@loop.service
 chroot "$root" passwd -l root >/dev/null
 
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
