@@ -80,19 +80,7 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            (pkgs.python3.withPackages (
-              ps: with ps; [
-                plumbum
-                pydantic
-                platformdirs
-                argcomplete
-                pytest
-                pytest-subprocess
-                jsonschema
-                mypy
-                mcp
-              ]
-            ))
+            (import ./python/test-env.nix pkgs.python3)
             pkgs.ruff
             pkgs.nix
             pkgs.qemu_kvm

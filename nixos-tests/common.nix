@@ -16,38 +16,18 @@ let
   inherit (pkgs) lib;
   system = pkgs.stdenv.hostPlatform.system;
 
-  # The parameters the CLI writes, reduced to what shapes the guest system.
+  # The guest the CLI will build for a user: parameters as the CLI writes
+  # them; only the ids and the share type shape the guest system.
   guestFor =
     { uid, gid }:
     (self.lib.mkBranchVM {
       inherit system;
-      params = {
-        version = 1;
+      params = import ./params.nix {
         name = "prebuilt";
-        branch = "prebuilt";
         stateDir = "/prebuilt";
-        hostAddress = "127.0.0.1";
-        sshPort = 2222;
-        agentPort = 8000;
-        guestAgentPort = 8000;
-        memoryMiB = 1024;
-        cores = 1;
-        diskSizeMiB = 1024;
-        network = "open";
+        user = { inherit uid gid; };
         # The CLI picks virtiofs: the package puts virtiofsd on PATH.
         share = "virtiofs";
-        workspace = {
-          hostPath = "/prebuilt/workspace";
-          tag = "workspace";
-          mountPoint = "/workspace";
-          securityModel = "none";
-        };
-        user = {
-          name = "dev";
-          inherit uid gid;
-        };
-        sshAuthorizedKeys = [ ];
-        userModule = null;
       };
     }).nixos.config.system.build.agentVm;
 in

@@ -3,18 +3,7 @@
 # private store (the recipe nixpkgs' own lib tests use).
 { pkgs, self }:
 let
-  python = pkgs.python3.withPackages (
-    ps: with ps; [
-      plumbum
-      pydantic
-      platformdirs
-      argcomplete
-      pytest
-      pytest-subprocess
-      jsonschema
-      mcp
-    ]
-  );
+  python = import ../python/test-env.nix pkgs.python3;
 in
 pkgs.runCommand "agent-vm-python-tests"
   {

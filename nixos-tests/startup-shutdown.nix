@@ -52,34 +52,16 @@ let
   runner = self.lib.mkBranchVM {
     inherit system;
     modules = [ probe ];
-    params = {
-      version = 1;
+    params = import ./params.nix {
       name = "startup-shutdown";
-      branch = "check";
       inherit stateDir;
-      hostAddress = "127.0.0.1";
-      sshPort = 2222;
-      agentPort = 8000;
-      guestAgentPort = 8000;
-      memoryMiB = 1024;
-      cores = 2;
-      diskSizeMiB = 1024;
-      network = "none";
-      share = "9p";
-      workspace = {
-        hostPath = "${stateDir}/workspace";
-        tag = "workspace";
-        mountPoint = "/workspace";
-        securityModel = "none";
-      };
       # The build user inside the sandbox.
       user = {
-        name = "dev";
         uid = 1000;
         gid = 100;
       };
-      sshAuthorizedKeys = [ ];
-      userModule = null;
+      share = "9p";
+      network = "none";
     };
   };
 in

@@ -152,6 +152,21 @@ def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
+def _changes(a: argparse.Namespace, ports: bool) -> Changes:
+    """The settings given on an `update` or `up` command line (None: not given)."""
+    return Changes(
+        memory=a.memory,
+        cores=a.cores,
+        host=a.host,
+        disk_size=a.disk_size,
+        network=Network(a.network) if a.network else None,
+        ephemeral=a.ephemeral,
+        port=a.port if ports else None,
+        ssh_port=a.ssh_port if ports else None,
+        user_module=Path(a.config) if a.config else None,
+    )
+
+
 def _apply_settings(ctx: Context, vm: VmPaths, a: argparse.Namespace) -> None:
     """`up` on an existing VM: make it match the settings given on the command
     line (how the NixOS host module applies a changed declaration)."""
@@ -161,19 +176,9 @@ def _apply_settings(ctx: Context, vm: VmPaths, a: argparse.Namespace) -> None:
             f"VM {vm.name} already shares {cfg.workspace}; the workspace cannot change",
             hint="destroy the VM to share another directory",
         )
-    wanted = Changes(
-        memory=a.memory,
-        cores=a.cores,
-        host=a.host,
-        disk_size=a.disk_size,
-        network=Network(a.network) if a.network else None,
-        ephemeral=a.ephemeral,
-        # Without --pin a port is where the search started at creation, not
-        # a setting: only pinned ports are applied.
-        port=a.port if a.pin else None,
-        ssh_port=a.ssh_port if a.pin else None,
-        user_module=Path(a.config) if a.config else None,
-    )
+    # Without --pin a port is where the search started at creation, not a
+    # setting: only pinned ports are applied.
+    wanted = _changes(a, ports=a.pin)
     current = {
         "memory": cfg.memory_mib,
         "cores": cfg.cores,
@@ -224,21 +229,7 @@ def cmd_restart(ctx: Context, a: argparse.Namespace) -> int:
 
 def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
     vm = resolve_target(ctx, a.target)
-    cfg, restart = lifecycle.update(
-        ctx,
-        vm,
-        Changes(
-            memory=a.memory,
-            cores=a.cores,
-            port=a.port,
-            ssh_port=a.ssh_port,
-            host=a.host,
-            disk_size=a.disk_size,
-            network=Network(a.network) if a.network else None,
-            ephemeral=a.ephemeral,
-            user_module=Path(a.config) if a.config else None,
-        ),
-    )
+    cfg, restart = lifecycle.update(ctx, vm, _changes(a, ports=True))
     print(
         f"updated VM {cfg.name}"
         + ("; restart it to apply ('agent-vm restart')" if restart else "; applies on next start")

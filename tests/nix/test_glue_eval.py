@@ -191,3 +191,28 @@ def test_the_cli_refuses_what_the_module_types_would_let_through(expr: Path) -> 
     assert "types.ints.between 256 1048576" in host  # the CLI's MEMORY range
     assert "types.ints.between 512 16777216" in host  # DISK
     assert "types.ints.between 1 256" in host  # CORES
+
+
+def test_the_checks_parameters_are_valid(tmp_path: Path) -> None:
+    """The VMs nix flake check makes itself (nixos-tests/params.nix) pass the
+    same validation as the CLI's files."""
+    expr = write_expr(
+        tmp_path,
+        "check-params.nix",
+        r"""
+        { root }:
+        let
+          lib = import (/. + root + "/lib") { };
+          params = import (/. + root + "/nixos-tests/params.nix");
+        in
+        map lib.validateParams [
+          (params { name = "startup-shutdown"; stateDir = "/build/vm";
+                    user = { uid = 1000; gid = 100; }; share = "9p"; network = "none"; })
+          (params { name = "prebuilt"; stateDir = "/prebuilt";
+                    user = { uid = 400; gid = 400; }; share = "virtiofs"; })
+        ]
+        """,
+    )
+    checked = evaluate_file(expr, root=str(ROOT))
+    assert [p["name"] for p in checked] == ["startup-shutdown", "prebuilt"]
+    assert checked[0]["workspace"]["hostPath"] == "/build/vm/workspace"

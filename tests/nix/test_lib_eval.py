@@ -686,9 +686,7 @@ def test_a_virtiofsd_that_dies_takes_qemu_down(expr_file: Path, tmp_path: Path) 
     assert not _alive(int((log / "qemu.pid").read_text()))
 
 
-def test_signals_reach_qemu_through_the_supervising_runner(
-    expr_file: Path, tmp_path: Path
-) -> None:
+def test_signals_reach_qemu_through_the_supervising_runner(expr_file: Path, tmp_path: Path) -> None:
     """SIGTERM to the runner (what the CLI's stop escalates to) ends QEMU and
     virtiofsd, and the runner reports QEMU's status."""
     state = tmp_path / "vm"
