@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -224,23 +225,24 @@ def wait_running(cli: Cli, repo: Path, proc: subprocess.Popen[str]) -> dict:  # 
     raise AssertionError("the supervised VM never became ready")
 
 
-def test_foreground_start_supervises_the_vm(cli: Cli, repo: Path) -> None:
-    """`start --foreground` is what the NixOS host module's units run."""
+def test_foreground_start_supervises_the_vm(cli: Cli, repo: Path, tmp_path: Path) -> None:
+    """`up --foreground` is what the NixOS host module's Type=notify units
+    run; `start --foreground` is the same supervision."""
     cli("create", cwd=repo)
     env = dict(os.environ) | cli.env
 
-    def supervised() -> subprocess.Popen[str]:
+    def supervised(*verb: str, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            cli.argv("start", "--foreground"),
+            cli.argv(*verb, "--foreground"),
             cwd=repo,
-            env=env,
+            env=env | (extra or {}),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
     # QEMU dying behind its back: the supervisor fails (systemd restarts it).
-    proc = supervised()
+    proc = supervised("start")
     pid = wait_running(cli, repo, proc)["pid"]
     os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
@@ -248,16 +250,26 @@ def test_foreground_start_supervises_the_vm(cli: Cli, repo: Path) -> None:
     assert "QEMU exited" in err
     assert status(cli, repo)["state"] == "failed"
 
-    # The next start recovers the failed VM: a new QEMU that works.
-    proc = supervised()
-    st = wait_running(cli, repo, proc)
-    assert st["pid"] != pid
-    assert cli("shell", "--", "true", cwd=repo).returncode == 0
+    # The unit's restart: `up` recovers the failed VM (a new QEMU that works)
+    # and tells systemd READY only once it is ready.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(400)
+        proc = supervised("up", extra={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        ready = notify.recv(4096).decode().splitlines()
+        assert ready[0] == "READY=1", ready
+        st = status(cli, repo)
+        assert st["state"] == "running" and st["pid"] != pid
+        assert st["agent_reachable"] is True
+        assert cli("shell", "--", "true", cwd=repo).returncode == 0
 
-    # SIGTERM (systemd stopping the unit) powers the guest down cleanly.
-    proc.send_signal(signal.SIGTERM)
+        # SIGTERM (systemd stopping the unit) powers the guest down cleanly.
+        proc.send_signal(signal.SIGTERM)
+        assert notify.recv(4096).decode().splitlines()[0] == "STOPPING=1"
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     st = status(cli, repo)
     assert st["state"] == "stopped" and st["pid"] is None
+    serial = Path(st["workspace"]).parent / "serial.log"
+    assert "reboot: Power down" in serial.read_text(errors="replace")
     cli("destroy", cwd=repo)
