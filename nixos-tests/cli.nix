@@ -1,5 +1,5 @@
 # The CLI inside a NixOS machine, as an ordinary user, for a git repository:
-# up → shell → a second branch at once → stop → destroy, with the guest
+# create → start → shell → a second branch at once (up) → stop → destroy, with the guest
 # checked from inside (sshd, agent service, workspace owner) and from the
 # host side (file ownership, the agent port, ports that differ).
 {
@@ -49,10 +49,11 @@ pkgs.testers.runNixOSTest {
         " && git -c user.name=a -c user.email=a@b commit -q -m readme"
     )
 
-    with subtest("up: a VM for the current branch"):
-        alice("cd repo && agent-vm --timeout 900 up --memory 1024 --json > /tmp/main.json")
-        main = json.loads(machine.succeed("cat /tmp/main.json"))
-        assert main["state"] == "running", main
+    with subtest("create, then start: a VM for the current branch"):
+        created = json.loads(alice("cd repo && agent-vm create --memory 1024 --json"))
+        assert created["state"] == "stopped", created
+        main = json.loads(alice("cd repo && agent-vm --timeout 900 start --json"))
+        assert main["state"] == "running" and main["agent_port"] == created["agent_port"], main
 
     with subtest("inside the guest: user, services, workspace"):
         out = alice(

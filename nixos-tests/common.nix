@@ -45,10 +45,12 @@ in
       imports = [ self.nixosModules.host ];
       programs.agent-vm.enable = true;
 
-      # Nested virtualisation: the test driver's `-cpu max` passes VMX/SVM
-      # through where the build machine allows it (udev then loads kvm-intel
-      # or kvm-amd); without it the runner falls back to TCG (slower, still
-      # correct: the timeouts are generous).
+      # Nested virtualisation: `-cpu max` passes VMX/SVM through where the
+      # build machine allows it (udev then loads kvm-intel or kvm-amd), and
+      # still works under TCG, unlike `-cpu host`. Without nesting the
+      # runner falls back to TCG (slower, still correct: the timeouts are
+      # generous).
+      virtualisation.qemu.options = [ "-cpu max" ];
       virtualisation = {
         memorySize = 6144;
         cores = 2;
