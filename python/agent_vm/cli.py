@@ -17,6 +17,7 @@ from .commands import COMMANDS
 from .errors import AgentVmError
 from .events import REPORTER
 from .lifecycle import Context
+from .models import CORES_RANGE, DISK_MIB_RANGE, MEMORY_MIB_RANGE, PORT_RANGE
 from .paths import StateLayout, check_state_dir, default_state_dir
 
 DEFAULT_TIMEOUT = 120.0
@@ -56,10 +57,10 @@ def _int_arg(lo: int, hi: int, what: str) -> Any:
     return parse
 
 
-PORT = _int_arg(1024, 65535, "port")
-MEMORY = _int_arg(256, 1024 * 1024, "memory (MiB)")
-CORES = _int_arg(1, 256, "cores")
-DISK = _int_arg(512, 16 * 1024 * 1024, "disk size (MiB)")
+PORT = _int_arg(*PORT_RANGE, "port")
+MEMORY = _int_arg(*MEMORY_MIB_RANGE, "memory (MiB)")
+CORES = _int_arg(*CORES_RANGE, "cores")
+DISK = _int_arg(*DISK_MIB_RANGE, "disk size (MiB)")
 
 
 def _positive(text: str) -> float:

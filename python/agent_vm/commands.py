@@ -178,28 +178,7 @@ def _apply_settings(ctx: Context, vm: VmPaths, a: argparse.Namespace) -> None:
         )
     # Without --pin a port is where the search started at creation, not a
     # setting: only pinned ports are applied.
-    wanted = _changes(a, ports=a.pin)
-    current = {
-        "memory": cfg.memory_mib,
-        "cores": cfg.cores,
-        "host": cfg.host_address,
-        "disk_size": cfg.disk_size_mib,
-        "network": cfg.network,
-        "ephemeral": cfg.ephemeral,
-        "port": cfg.agent_port if cfg.agent_port_pinned else None,
-        "ssh_port": cfg.ssh_port if cfg.ssh_port_pinned else None,
-        "user_module": Path(cfg.user_module) if cfg.user_module else None,
-    }
-    diff = {
-        k: v
-        for k, v in vars(wanted).items()
-        if v is not None
-        and v != current[k]
-        and not (k == "user_module" and Path(v).resolve() == current[k])
-    }
-    if not diff:
-        return
-    _, restart = lifecycle.update(ctx, vm, Changes(**diff))
+    _, restart = lifecycle.update(ctx, vm, _changes(a, ports=a.pin))
     if restart:
         warn(
             f"VM {vm.name} is running with its old settings",

@@ -49,6 +49,10 @@ from .errors import (
 from .events import REPORTER, EventKind, Severity, emit, warn
 from .fsutil import atomic_write, ensure_private_dir, file_lock
 from .models import (
+    CORES_RANGE,
+    DISK_MIB_RANGE,
+    MEMORY_MIB_RANGE,
+    PORT_RANGE,
     GuestUser,
     Network,
     Runtime,
@@ -122,16 +126,15 @@ def taken_ports(layout: StateLayout, exclude: str | None = None) -> set[int]:
 
 def _validate_options(opts: CreateOptions) -> None:
     # The models validate too; these messages name the flag the user typed.
-    if opts.port is not None and not 1024 <= opts.port <= 65535:
-        raise InvalidInput(f"--port {opts.port} is out of range (1024-65535)")
-    if opts.ssh_port is not None and not 1024 <= opts.ssh_port <= 65535:
-        raise InvalidInput(f"--ssh-port {opts.ssh_port} is out of range (1024-65535)")
-    if not 256 <= opts.memory <= 1024 * 1024:
-        raise InvalidInput(f"--memory {opts.memory} is out of range (256-1048576 MiB)")
-    if not 1 <= opts.cores <= 256:
-        raise InvalidInput(f"--cores {opts.cores} is out of range (1-256)")
-    if not 512 <= opts.disk_size <= 16 * 1024 * 1024:
-        raise InvalidInput(f"--disk-size {opts.disk_size} is out of range (512 MiB-16 TiB)")
+    for flag, value, (lo, hi) in (
+        ("--port", opts.port, PORT_RANGE),
+        ("--ssh-port", opts.ssh_port, PORT_RANGE),
+        ("--memory", opts.memory, MEMORY_MIB_RANGE),
+        ("--cores", opts.cores, CORES_RANGE),
+        ("--disk-size", opts.disk_size, DISK_MIB_RANGE),
+    ):
+        if value is not None and not lo <= value <= hi:
+            raise InvalidInput(f"{flag} {value} is out of range ({lo}-{hi})")
     try:
         check_host(opts.host)
     except ValueError as exc:
@@ -600,6 +603,8 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
             config=ch.user_module,
         )
         _validate_options(probe)
+        # A value equal to the current one is not a change (`up` passes a
+        # declaration's every setting at each start).
         upd: dict[str, object] = {}
         for key, value in (
             ("memory_mib", ch.memory),
@@ -610,34 +615,45 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
             ("ephemeral", ch.ephemeral),
             ("user_module", str(ch.user_module.resolve()) if ch.user_module else None),
         ):
-            if value is not None:
+            if value is not None and value != getattr(cfg, key):
                 upd[key] = value
-        if ch.port is not None or ch.ssh_port is not None:
+        new_ssh = _new_pin(ch.ssh_port, cfg.ssh_port, cfg.ssh_port_pinned)
+        new_agent = _new_pin(ch.port, cfg.agent_port, cfg.agent_port_pinned)
+        if new_ssh is not None or new_agent is not None:
             with ctx.ports_lock():
                 taken = taken_ports(ctx.layout, exclude=cfg.name)
                 running_ports = {rt.ssh_port, rt.agent_port} if alive(rt, vm.dir) else set()
                 host = ch.host or cfg.host_address
-                if ch.ssh_port is not None:
-                    if ch.ssh_port not in running_ports:
-                        ports.require(host, ch.ssh_port, taken, "SSH")
-                    upd.update(ssh_port=ch.ssh_port, ssh_port_pinned=True)
-                if ch.port is not None:
-                    if ch.port not in running_ports:
-                        ports.require(host, ch.port, taken | {ch.ssh_port or cfg.ssh_port}, "agent")
-                    upd.update(agent_port=ch.port, agent_port_pinned=True)
-                cfg = VmConfig.model_validate({**cfg.model_dump(), **upd})
-                store.save(vm.config, cfg)
+                if new_ssh is not None:
+                    if new_ssh not in running_ports:
+                        ports.require(host, new_ssh, taken, "SSH")
+                    upd.update(ssh_port=new_ssh, ssh_port_pinned=True)
+                if new_agent is not None:
+                    if new_agent not in running_ports:
+                        ports.require(host, new_agent, taken | {new_ssh or cfg.ssh_port}, "agent")
+                    upd.update(agent_port=new_agent, agent_port_pinned=True)
+                cfg = _save_changes(vm, cfg, upd)
         elif upd:
-            cfg = VmConfig.model_validate({**cfg.model_dump(), **upd})
-            store.save(vm.config, cfg)
-        emit(
-            EventKind.VM_UPDATED,
-            f"updated VM {vm.name}: "
-            + (", ".join(f"{k}={v}" for k, v in upd.items()) or "nothing changed"),
-            severity=Severity.NOTICE,
-            vm=vm.name,
-        )
+            cfg = _save_changes(vm, cfg, upd)
+        if upd:
+            emit(
+                EventKind.VM_UPDATED,
+                f"updated VM {vm.name}: " + ", ".join(f"{k}={v}" for k, v in upd.items()),
+                severity=Severity.NOTICE,
+                vm=vm.name,
+            )
         return cfg, bool(upd) and alive(rt, vm.dir)
+
+
+def _new_pin(wanted: int | None, current: int, pinned: bool) -> int | None:
+    """A port given to update is a pinned port: None if that is no change."""
+    return None if wanted == current and pinned else wanted
+
+
+def _save_changes(vm: VmPaths, cfg: VmConfig, upd: dict[str, object]) -> VmConfig:
+    cfg = VmConfig.model_validate({**cfg.model_dump(), **upd})
+    store.save(vm.config, cfg)
+    return cfg
 
 
 def reset(ctx: Context, vm: VmPaths) -> bool:

@@ -20,10 +20,18 @@ CONFIG_VERSION = 1
 RUNTIME_VERSION = 1
 PARAMS_VERSION = 1
 
-Port = Annotated[int, Field(ge=1024, le=65535)]
-MemoryMiB = Annotated[int, Field(ge=256, le=1024 * 1024)]
-Cores = Annotated[int, Field(ge=1, le=256)]
-DiskMiB = Annotated[int, Field(ge=512, le=16 * 1024 * 1024)]
+# The allowed values, once: the models, the CLI's argument types and the
+# flag-naming checks in lifecycle all read these (the NixOS host module's
+# option types are checked against them in tests/nix).
+PORT_RANGE = (1024, 65535)
+MEMORY_MIB_RANGE = (256, 1024 * 1024)
+CORES_RANGE = (1, 256)
+DISK_MIB_RANGE = (512, 16 * 1024 * 1024)
+
+Port = Annotated[int, Field(ge=PORT_RANGE[0], le=PORT_RANGE[1])]
+MemoryMiB = Annotated[int, Field(ge=MEMORY_MIB_RANGE[0], le=MEMORY_MIB_RANGE[1])]
+Cores = Annotated[int, Field(ge=CORES_RANGE[0], le=CORES_RANGE[1])]
+DiskMiB = Annotated[int, Field(ge=DISK_MIB_RANGE[0], le=DISK_MIB_RANGE[1])]
 
 
 class _Strict(BaseModel):

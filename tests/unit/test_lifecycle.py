@@ -516,6 +516,33 @@ def test_update_of_a_running_vm_needs_a_restart(
     assert lifecycle.update(ctx, vm, Changes(cores=3))[1] is True
 
 
+def test_updating_to_the_current_settings_is_no_change(
+    ctx: Context, running: tuple[VmPaths, subprocess.Popen[bytes]]
+) -> None:
+    """`up` hands update a declaration's every setting at each start: what
+    already holds is no change, needs no restart and records no event."""
+    vm, _ = running
+    before = store.load_config(vm)
+    lifecycle.update(ctx, vm, Changes(ssh_port=before.ssh_port))  # pins it: a change
+    pinned = store.load_config(vm)
+    assert pinned.ssh_port_pinned
+    n_events = len(events(vm))
+    cfg, restart = lifecycle.update(
+        ctx,
+        vm,
+        Changes(
+            memory=pinned.memory_mib,
+            cores=pinned.cores,
+            host=pinned.host_address,
+            network=pinned.network,
+            ephemeral=pinned.ephemeral,
+            ssh_port=pinned.ssh_port,
+        ),
+    )
+    assert (cfg, restart) == (pinned, False)
+    assert len(events(vm)) == n_events
+
+
 def test_reset_deletes_only_the_disk(ctx: Context) -> None:
     vm = create(ctx)
     assert lifecycle.reset(ctx, vm) is False
