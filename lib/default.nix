@@ -27,6 +27,7 @@ in
     statePaths
     forwards
     shares
+    credentials
     ;
   inherit (runner) runnerScript;
   inherit (guest) guestSettings kernelCmdline qemuBinary;

@@ -6,6 +6,16 @@
 let
   inherit (strings) qemuOpts;
 
+  # One `key=value` of a QEMU option list (see strings.qemuOpts).
+  opt = name: value: { inherit name value; };
+
+  # The fw_cfg names of the VM's systemd credentials. systemd caps a
+  # credential name handed in this way at 28 characters.
+  credentials = {
+    sshHostKey = "agent-vm.ssh-host-key";
+    authorizedKeys = "agent-vm.authorized-keys";
+  };
+
   # virtiofsd's socket for a share, relative to the state directory.
   virtiofsSocket = tag: "virtiofs-${tag}.sock";
 
@@ -14,25 +24,13 @@ let
   virtiofsDevice = share: [
     "-chardev"
     (qemuOpts "socket" [
-      {
-        name = "id";
-        value = "fs-${share.tag}";
-      }
-      {
-        name = "path";
-        value = virtiofsSocket share.tag;
-      }
+      (opt "id" "fs-${share.tag}")
+      (opt "path" (virtiofsSocket share.tag))
     ])
     "-device"
     (qemuOpts "vhost-user-fs-pci" [
-      {
-        name = "chardev";
-        value = "fs-${share.tag}";
-      }
-      {
-        name = "tag";
-        value = share.tag;
-      }
+      (opt "chardev" "fs-${share.tag}")
+      (opt "tag" share.tag)
     ])
   ];
 
@@ -40,33 +38,15 @@ let
   ninePDevice = share: [
     "-fsdev"
     (qemuOpts "local" [
-      {
-        name = "id";
-        value = "fs-${share.tag}";
-      }
-      {
-        name = "path";
-        value = share.hostPath;
-      }
-      {
-        name = "security_model";
-        value = share.securityModel;
-      }
-      {
-        name = "readonly";
-        value = if share.readOnly then "on" else null;
-      }
+      (opt "id" "fs-${share.tag}")
+      (opt "path" share.hostPath)
+      (opt "security_model" share.securityModel)
+      (opt "readonly" (if share.readOnly then "on" else null))
     ])
     "-device"
     (qemuOpts "virtio-9p-pci" [
-      {
-        name = "fsdev";
-        value = "fs-${share.tag}";
-      }
-      {
-        name = "mount_tag";
-        value = share.tag;
-      }
+      (opt "fsdev" "fs-${share.tag}")
+      (opt "mount_tag" share.tag)
     ])
   ];
 
@@ -78,22 +58,10 @@ let
     x86_64-linux = {
       machine = "q35";
       machineOpts = [
-        {
-          name = "sata";
-          value = "off";
-        }
-        {
-          name = "smbus";
-          value = "off";
-        }
-        {
-          name = "vmport";
-          value = "off";
-        }
-        {
-          name = "i8042";
-          value = "off";
-        }
+        (opt "sata" "off")
+        (opt "smbus" "off")
+        (opt "vmport" "off")
+        (opt "i8042" "off")
       ];
       console = "ttyS0";
     };
@@ -105,7 +73,7 @@ let
   };
 in
 rec {
-  inherit virtiofsSocket;
+  inherit virtiofsSocket credentials;
 
   /**
     Paths of the files the runner and the CLI share inside the VM's state
@@ -160,7 +128,7 @@ rec {
         [
           {
             tag = "nix-store";
-            hostPath = guest.hostStorePath or "/nix/store";
+            hostPath = builtins.storeDir;
             readOnly = true;
             # Host ownership shows through unchanged; the guest cannot write.
             securityModel = "none";
@@ -193,20 +161,10 @@ rec {
       virtiofs = params.share == "virtiofs";
       storeImage = guest.storeImage or null;
       netdev = qemuOpts "user" (
-        [
-          {
-            name = "id";
-            value = "net0";
-          }
-        ]
+        [ (opt "id" "net0") ]
         ++ (
           if params.network == "none" then
-            [
-              {
-                name = "restrict";
-                value = "on";
-              }
-            ]
+            [ (opt "restrict" "on") ]
           else
             [ ]
         )
@@ -224,12 +182,7 @@ rec {
         arch.machineOpts
         ++ (
           if virtiofs then
-            [
-              {
-                name = "memory-backend";
-                value = "mem";
-              }
-            ]
+            [ (opt "memory-backend" "mem") ]
           else
             [ ]
         )
@@ -250,41 +203,17 @@ rec {
       p.pidFile
       "-qmp"
       (qemuOpts "unix:${strings.escapeQemuOpt p.qmpSocket}" [
-        {
-          name = "server";
-          value = "on";
-        }
-        {
-          name = "wait";
-          value = "off";
-        }
+        (opt "server" "on")
+        (opt "wait" "off")
       ])
       "-chardev"
       (qemuOpts "socket" [
-        {
-          name = "id";
-          value = "console";
-        }
-        {
-          name = "path";
-          value = p.consoleSocket;
-        }
-        {
-          name = "server";
-          value = "on";
-        }
-        {
-          name = "wait";
-          value = "off";
-        }
-        {
-          name = "logfile";
-          value = p.serialLog;
-        }
-        {
-          name = "logappend";
-          value = "on";
-        }
+        (opt "id" "console")
+        (opt "path" p.consoleSocket)
+        (opt "server" "on")
+        (opt "wait" "off")
+        (opt "logfile" p.serialLog)
+        (opt "logappend" "on")
       ])
       "-serial"
       "chardev:console"
@@ -300,26 +229,11 @@ rec {
         [
           "-drive"
           (qemuOpts "" [
-            {
-              name = "id";
-              value = "store";
-            }
-            {
-              name = "file";
-              value = toString storeImage;
-            }
-            {
-              name = "if";
-              value = "none";
-            }
-            {
-              name = "format";
-              value = "raw";
-            }
-            {
-              name = "readonly";
-              value = "on";
-            }
+            (opt "id" "store")
+            (opt "file" (toString storeImage))
+            (opt "if" "none")
+            (opt "format" "raw")
+            (opt "readonly" "on")
           ])
           "-device"
           "virtio-blk-pci,drive=store,serial=agent-vm-store"
@@ -330,26 +244,11 @@ rec {
     ++ [
       "-drive"
       (qemuOpts "" [
-        {
-          name = "id";
-          value = "disk";
-        }
-        {
-          name = "file";
-          value = p.disk;
-        }
-        {
-          name = "if";
-          value = "none";
-        }
-        {
-          name = "format";
-          value = "qcow2";
-        }
-        {
-          name = "discard";
-          value = "unmap";
-        }
+        (opt "id" "disk")
+        (opt "file" p.disk)
+        (opt "if" "none")
+        (opt "format" "qcow2")
+        (opt "discard" "unmap")
       ])
       "-device"
       "virtio-blk-pci,drive=disk,serial=agent-vm-disk"
@@ -369,25 +268,13 @@ rec {
     ++ [
       "-fw_cfg"
       (qemuOpts "" [
-        {
-          name = "name";
-          value = "opt/io.systemd.credentials/agent-vm.ssh-host-key";
-        }
-        {
-          name = "file";
-          value = p.hostKey;
-        }
+        (opt "name" "opt/io.systemd.credentials/${credentials.sshHostKey}")
+        (opt "file" p.hostKey)
       ])
       "-fw_cfg"
       (qemuOpts "" [
-        {
-          name = "name";
-          value = "opt/io.systemd.credentials/agent-vm.authorized-keys";
-        }
-        {
-          name = "file";
-          value = p.authorizedKeys;
-        }
+        (opt "name" "opt/io.systemd.credentials/${credentials.authorizedKeys}")
+        (opt "file" p.authorizedKeys)
       ])
     ]
     ++ (guest.extraQemuArgs or [ ]);

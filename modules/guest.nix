@@ -17,6 +17,8 @@
 }:
 let
   cfg = config.agent-vm;
+  # The fw_cfg credential names the runner hands the keys in under.
+  inherit (import ../lib { }) credentials;
 
   inherit (lib)
     mkOption
@@ -385,21 +387,21 @@ in
           Type = "oneshot";
           RemainAfterExit = true;
           ImportCredential = [
-            "agent-vm.ssh-host-key"
-            "agent-vm.authorized-keys"
+            credentials.sshHostKey
+            credentials.authorizedKeys
           ];
         };
         script = ''
-          for c in agent-vm.ssh-host-key agent-vm.authorized-keys; do
+          for c in ${credentials.sshHostKey} ${credentials.authorizedKeys}; do
             if [ ! -s "$CREDENTIALS_DIRECTORY/$c" ]; then
               echo "agent-vm: credential $c is missing: start this VM with its runner (agent-vm start)" >&2
               exit 1
             fi
           done
           install -d -m 0755 /run/agent-vm/ssh
-          install -m 0600 "$CREDENTIALS_DIRECTORY/agent-vm.ssh-host-key" /run/agent-vm/ssh/ssh_host_ed25519_key
+          install -m 0600 "$CREDENTIALS_DIRECTORY/${credentials.sshHostKey}" /run/agent-vm/ssh/ssh_host_ed25519_key
           # sshd reads authorized keys as the user: world-readable, root-owned.
-          install -m 0644 "$CREDENTIALS_DIRECTORY/agent-vm.authorized-keys" /run/agent-vm/ssh/authorized_keys
+          install -m 0644 "$CREDENTIALS_DIRECTORY/${credentials.authorizedKeys}" /run/agent-vm/ssh/authorized_keys
         '';
       };
 

@@ -51,6 +51,8 @@ in
   escapeQemuOpt = lib.escapeQemuOpt str;
   qemuOpts = lib.qemuOpts "head" (builtins.fromJSON str);
   statePaths = lib.statePaths str;
+  storeDir = builtins.storeDir;
+  credentials = lib.credentials;
   shares = lib.shares { inherit params guest; };
   supportedVersion = lib.supportedVersion;
 }.${what}
@@ -274,6 +276,16 @@ def test_virtiofs_share(expr_file: Path, tmp_path: Path) -> None:
     assert "socket,id=fs-workspace,path=virtiofs-workspace.sock" in opt_after(args, "-chardev")
     assert "vhost-user-fs-pci,chardev=fs-workspace,tag=workspace" in opt_after(args, "-device")
     assert not opt_after(args, "-fsdev")
+
+
+def test_credential_names_fit_fw_cfg(expr_file: Path) -> None:
+    """QEMU caps fw_cfg names at 55 bytes; systemd's prefix takes 27."""
+    names = evaluate(expr_file, "credentials")
+    assert names == {
+        "sshHostKey": "agent-vm.ssh-host-key",
+        "authorizedKeys": "agent-vm.authorized-keys",
+    }
+    assert all(len(f"opt/io.systemd.credentials/{n}") <= 55 for n in names.values())
 
 
 def test_disks_and_credentials(expr_file: Path, tmp_path: Path) -> None:
@@ -753,7 +765,13 @@ def test_the_host_store_share_is_read_only(expr_file: Path, tmp_path: Path, shar
             "readOnly": False,
             "securityModel": "none",
         },
-        {"tag": "nix-store", "hostPath": "/nix/store", "readOnly": True, "securityModel": "none"},
+        {
+            "tag": "nix-store",
+            # The store of the Nix that evaluates (a Nix build's own is elsewhere).
+            "hostPath": evaluate(expr_file, "storeDir"),
+            "readOnly": True,
+            "securityModel": "none",
+        },
     ]
     args = qemu_args(expr_file, tmp_path, p, guestJson=guest)
     if share == "9p":
@@ -780,7 +798,7 @@ def test_runner_starts_one_virtiofsd_per_share(expr_file: Path, tmp_path: Path) 
     # Read-only, and no id translation: nothing is written through it.
     assert store == [
         "--socket-path=virtiofs-nix-store.sock",
-        "--shared-dir=/nix/store",
+        f"--shared-dir={evaluate(expr_file, 'storeDir')}",
         sandbox,
         "--readonly",
     ]
