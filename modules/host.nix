@@ -27,6 +27,12 @@ let
 
   serviceUser = "agent-vm";
 
+  # The CLI's range (agent_vm.models.PORT_RANGE): a declared port it would
+  # refuse is refused here, at evaluation, not when the unit starts.
+  portType = types.ints.between 1024 65535;
+  # An IPv4 address, as the CLI's --host takes it.
+  ipv4Octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
   vmType = types.submodule {
     options = {
       repository = mkOption {
@@ -53,7 +59,7 @@ let
         '';
       };
       hostAddress = mkOption {
-        type = types.str;
+        type = types.strMatching "${ipv4Octet}(\\.${ipv4Octet}){3}";
         default = "127.0.0.1";
         example = "192.168.1.10";
         description = ''
@@ -62,12 +68,12 @@ let
         '';
       };
       sshPort = mkOption {
-        type = types.port;
+        type = portType;
         example = 2222;
         description = "The host port forwarded to the guest's SSH.";
       };
       agentPort = mkOption {
-        type = types.port;
+        type = portType;
         example = 8000;
         description = "The host port forwarded to the guest's agent service.";
       };
@@ -136,7 +142,8 @@ let
     };
   };
 
-  stateDirOf = vm: "${cfg.stateDir}/${vm.user}";
+  # Each host user's VMs have a state dir of their own.
+  stateDirOf = user: "${cfg.stateDir}/${user}";
 
   # safe.directory is honoured only in system or global git config.
   gitConfigOf =
@@ -168,7 +175,7 @@ let
       ExecStart = utils.escapeSystemdExecArgs (
         [ (lib.getExe prog.package) ]
         ++ agentLib.upArgs {
-          stateDir = stateDirOf vm;
+          stateDir = stateDirOf vm.user;
           vm = vm // {
             config = if builtins.isPath vm.config then "${vm.config}" else vm.config;
           };
@@ -190,15 +197,14 @@ let
 
   vmUsers = lib.unique (lib.mapAttrsToList (_: vm: vm.user) cfg.vms);
 
-  # host address + port pairs, for the clash assertion.
-  portsOf = lib.mapAttrsToList (name: vm: {
-    inherit name;
-    ports = map (p: "${vm.hostAddress}:${toString p}") [
+  # Every host address:port the declared VMs bind, for the clash assertion.
+  allPorts = lib.concatMap (
+    vm:
+    map (p: "${vm.hostAddress}:${toString p}") [
       vm.sshPort
       vm.agentPort
-    ];
-  }) cfg.vms;
-  allPorts = lib.concatMap (e: e.ports) portsOf;
+    ]
+  ) (lib.attrValues cfg.vms);
 in
 {
   options.programs.agent-vm = {
@@ -273,7 +279,7 @@ in
           group = serviceUser;
           extraGroups = [ "kvm" ];
           # nix keeps its cache under $HOME.
-          home = "${cfg.stateDir}/${serviceUser}";
+          home = stateDirOf serviceUser;
           createHome = true;
         };
       };
@@ -282,7 +288,7 @@ in
       systemd.tmpfiles.rules = [
         "d ${cfg.stateDir} 0755 root root - -"
       ]
-      ++ map (u: "d ${cfg.stateDir}/${u} 0700 ${u} - - -") vmUsers;
+      ++ map (u: "d ${stateDirOf u} 0700 ${u} - - -") vmUsers;
 
       systemd.services = lib.mapAttrs' (name: vm: lib.nameValuePair "agent-vm-${name}" (unitOf vm)) cfg.vms;
     })

@@ -181,16 +181,12 @@ def test_declared_flags_map_both_ways(expr: Path) -> None:
     assert "--config" not in argv
 
 
-def test_the_cli_refuses_what_the_module_types_would_let_through(expr: Path) -> None:
-    """The module's option types and the CLI's ranges agree: a declared value
-    the CLI would refuse is refused by the module first (memory >= 256)."""
+def test_the_cli_refuses_a_value_out_of_its_range(expr: Path) -> None:
+    """What the module's option types must keep out (they do:
+    test_modules_eval compares their bounds with the CLI's)."""
     argv = ev(expr, "upArgs", {"stateDir": "/s", "vm": DECLARED | {"memory": 128}})
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(argv)
-    host = (ROOT / "modules" / "host.nix").read_text()
-    assert "types.ints.between 256 1048576" in host  # the CLI's MEMORY range
-    assert "types.ints.between 512 16777216" in host  # DISK
-    assert "types.ints.between 1 256" in host  # CORES
 
 
 def test_the_checks_parameters_are_valid(tmp_path: Path) -> None:

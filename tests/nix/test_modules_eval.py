@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_vm import models
 from nix_eval import ROOT, evaluate_file, write_expr
 
 STUB_LIB = Path(__file__).with_name("stub-lib.nix")
@@ -30,6 +31,9 @@ let
   describe = path: opt: {
     path = builtins.concatStringsSep "." path;
     type = opt.type.name or null;
+    # What the type lets through, where the stub records it.
+    bounds = if opt.type ? lo then [ opt.type.lo opt.type.hi ] else null;
+    pattern = opt.type.re or null;
     description = opt.description or null;
     hasExample = opt ? example;
     hasDefault = opt ? default || opt ? defaultText;
@@ -98,3 +102,34 @@ def test_the_readme_lists_exactly_the_options_there_are(
     declared = {o["path"] for opts in options.values() for o in opts if not o["internal"]}
     assert declared - documented == set(), "options missing from the README"
     assert documented - declared == set(), "the README lists options that do not exist"
+
+
+def test_declared_vm_values_are_what_the_cli_accepts(
+    options: dict[str, list[dict[str, Any]]],
+) -> None:
+    """A declaration the CLI would refuse fails at evaluation (NixOS checks
+    the option types), not when its unit starts."""
+    vm = {
+        o["path"].removeprefix("services.agent-vm.vms.<name>."): o
+        for o in options["host.nix"]
+        if o["path"].startswith("services.agent-vm.vms.<name>.")
+    }
+    for option, allowed in (
+        ("sshPort", models.PORT_RANGE),
+        ("agentPort", models.PORT_RANGE),
+        ("memory", models.MEMORY_MIB_RANGE),
+        ("cores", models.CORES_RANGE),
+        ("diskSize", models.DISK_MIB_RANGE),
+    ):
+        assert vm[option]["bounds"] == list(allowed), option
+    host = re.compile(vm["hostAddress"]["pattern"])
+    for address in (
+        *("127.0.0.1", "10.1.2.3", "255.255.255.255", "0.0.0.0"),
+        *("localhost", "::1", "127.0.0.1,x", "", "999.1.1.1", "01.2.3.4", "1.2.3"),
+    ):
+        try:
+            models.check_host(address)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert bool(host.fullmatch(address)) == accepted, address
