@@ -8,6 +8,7 @@ nix-instantiate the tests fail; they never skip.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,3 +46,11 @@ def write_expr(directory: Path, name: str, text: str) -> Path:
     f = directory / name
     f.write_text(text)
     return f
+
+
+def contract_example() -> dict[str, Any]:
+    """The params.json example of docs/contract.md: the file the CLI writes."""
+    doc = (ROOT / "docs" / "contract.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
+    data: dict[str, Any] = json.loads(block)
+    return data

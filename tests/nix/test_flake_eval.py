@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from agent_vm import nixbuild
-from nix_eval import ROOT, NixError, nix_instantiate, write_expr
+from nix_eval import ROOT, NixError, contract_example, nix_instantiate, write_expr
 
 STUB = Path(__file__).with_name("stub-nixpkgs.nix")
 SYSTEMS = ["aarch64-linux", "x86_64-linux"]
@@ -123,9 +123,7 @@ def test_without_a_parameters_file_the_runner_says_who_builds_it(expr: Path) -> 
 
 
 def _params(tmp_path: Path, **over: Any) -> Path:
-    doc = (ROOT / "docs" / "contract.md").read_text()
-    (block,) = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
-    p = json.loads(block) | over
+    p = contract_example() | over
     f = tmp_path / "params.json"
     f.write_text(json.dumps(p))
     return f

@@ -6,13 +6,12 @@ argument parser, its health probe, the parameters model."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_vm import cli, health
-from nix_eval import LIB, ROOT, NixError, evaluate_file, write_expr
+from nix_eval import LIB, ROOT, NixError, contract_example, evaluate_file, write_expr
 
 EXPR = r"""
 { libDir, what, json ? "null", str ? "" }:
@@ -41,20 +40,13 @@ def ev(expr: Path, what: str, arg: Any = None, s: str = "") -> Any:
     return evaluate_file(expr, libDir=str(LIB), what=what, json=json.dumps(arg), str=s)
 
 
-def contract_params() -> dict[str, Any]:
-    doc = (ROOT / "docs" / "contract.md").read_text()
-    (block,) = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
-    data: dict[str, Any] = json.loads(block)
-    return data
-
-
 # --- guest ------------------------------------------------------------------------------
 
 
 def test_guest_settings_hold_only_what_all_of_a_users_vms_share(expr: Path) -> None:
     """Name, ports, keys and paths stay out of the guest system, so every
     branch VM of one host user has the same closure (built once)."""
-    p = contract_params()
+    p = contract_example()
     got = ev(expr, "guestSettings", p)
     assert got == {
         "user": {"name": "dev", "uid": 1000, "gid": 1000},
@@ -74,7 +66,7 @@ def test_guest_settings_hold_only_what_all_of_a_users_vms_share(expr: Path) -> N
 
 
 def test_guest_settings_validate_their_input(expr: Path) -> None:
-    bad = contract_params() | {"user": {"name": "dev", "uid": 0, "gid": 0}}
+    bad = contract_example() | {"user": {"name": "dev", "uid": 0, "gid": 0}}
     with pytest.raises(NixError, match="user needs a name"):
         ev(expr, "guestSettings", bad)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nix_eval import LIB, ROOT, NixError, evaluate_file, nix_instantiate
+from nix_eval import LIB, ROOT, NixError, contract_example, evaluate_file, nix_instantiate
 
 # One expression; `what` picks the attribute (the rest stays unevaluated).
 EXPR = r"""
@@ -68,13 +68,6 @@ def expr_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def evaluate(expr: Path, what: str, **argstrs: str) -> Any:
     return evaluate_file(expr, libDir=str(LIB), what=what, **argstrs)
-
-
-def contract_example() -> dict[str, Any]:
-    doc = (ROOT / "docs" / "contract.md").read_text()
-    (block,) = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
-    data: dict[str, Any] = json.loads(block)
-    return data
 
 
 def params(state_dir: Path | str, **over: Any) -> dict[str, Any]:
