@@ -148,6 +148,12 @@ in
         ''
           vfs_pids=""
           trap 'kill $vfs_pids 2>/dev/null || true' EXIT
+          # From here on a signal must not kill this shell outright: it would
+          # leave virtiofsd and QEMU running. Remember it; QEMU is told once
+          # its pid is known (and is never started after it).
+          stop=""
+          qemu_pid=""
+          trap 'stop=1; [ -z "$qemu_pid" ] || kill -TERM "$qemu_pid" 2>/dev/null || true' TERM INT HUP
           wait_socket() {
             i=0
             while [ ! -S "$1" ]; do
@@ -170,9 +176,10 @@ in
           }) shares
         )
         + ''
+          [ -z "$stop" ] || exit 143
           ${qemuCmd} &
           qemu_pid=$!
-          trap 'kill -TERM "$qemu_pid" 2>/dev/null || true' TERM INT HUP
+          [ -z "$stop" ] || kill -TERM "$qemu_pid" 2>/dev/null || true
           # A process that has exited but not been waited for still answers
           # kill -0: read its state instead (builtins only).
           running() {

@@ -494,6 +494,7 @@ def make_fakes(tmp_path: Path) -> Path:
         "path = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--socket-path=')][0]\n"
         "open(f'{log}/{path}.argv', 'w').write('\\n'.join(sys.argv[1:]) + '\\n')\n"
         "open(f'{log}/{path}.pid', 'w').write(str(os.getpid()))\n"
+        "time.sleep(float(os.environ.get('FAKE_VIRTIOFSD_DELAY', '0')))\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "s.bind(path)\n"
         "s.listen()\n"
@@ -721,6 +722,44 @@ def test_signals_reach_qemu_through_the_supervising_runner(expr_file: Path, tmp_
     assert not _alive(qemu)
     assert not _alive(int((log / "virtiofs-workspace.sock.pid").read_text()))
     assert proc.stderr is not None and "exited; stopping QEMU" not in proc.stderr.read()
+
+
+def test_a_signal_before_qemu_starts_leaves_nothing_running(
+    expr_file: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while the runner still waits for virtiofsd: no QEMU is started
+    afterwards and virtiofsd is stopped (a shell killed outright would leave
+    both)."""
+    state = tmp_path / "vm"
+    fake = make_fakes(tmp_path)
+    script = evaluate(
+        expr_file,
+        "script",
+        paramsFile=write_params(tmp_path, params(state, share="virtiofs")),
+        qemu=str(fake / "qemu"),
+        qemuImg=str(fake / "qemu-img"),
+        virtiofsd=str(fake / "virtiofsd"),
+    )
+    runner = tmp_path / "run-agent-vm"
+    runner.write_text(script)
+    runner.chmod(0o755)
+    log = tmp_path / "log"
+    log.mkdir()
+    state.mkdir()
+    env = os.environ | {"FAKE_LOG": str(log), "FAKE_VIRTIOFSD_DELAY": "2", "AGENT_VM_ACCEL": "tcg"}
+    proc = subprocess.Popen([str(runner)], env=env, stderr=subprocess.PIPE, text=True)
+    pidfile = log / "virtiofs-workspace.sock.pid"
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.terminate()
+    assert proc.wait(timeout=15) == 143
+    assert not (log / "qemu.argv").exists()  # QEMU was never started
+    vfs = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(vfs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(vfs)
 
 
 def _alive(pid: int) -> bool:
