@@ -32,8 +32,6 @@ let
     }).nixos.config.system.build.agentVm;
 in
 {
-  inherit guestFor;
-
   /**
     The test machine's configuration. `guests` lists the `{ uid, gid }` of
     the host users whose VMs the test starts.
