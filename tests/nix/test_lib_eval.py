@@ -515,8 +515,24 @@ def run_runner(
     real_disk_tools: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path, int]:
-    """Generate the runner for `p`, run it with the fakes (or the real
-    qemu-img and mkfs.ext4); (result, log dir, pid)."""
+    """Generate the runner for `p`, run it to its end with the fakes (or the
+    real qemu-img and mkfs.ext4); (result, log dir, pid)."""
+    proc, log = start_runner(expr, tmp_path, p, accel, guest, virtiofsd, real_disk_tools, extra_env)
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), log, proc.pid
+
+
+def start_runner(
+    expr: Path,
+    tmp_path: Path,
+    p: dict[str, Any],
+    accel: str | None = None,
+    guest: dict[str, Any] | None = None,
+    virtiofsd: bool = False,
+    real_disk_tools: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], Path]:
+    """Generate the runner for `p` and start it; (process, log dir)."""
     fake = tmp_path / "fake bin's"
     if not fake.exists():
         make_fakes(tmp_path)
@@ -548,8 +564,7 @@ def run_runner(
     proc = subprocess.Popen(
         [str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    out, err = proc.communicate(timeout=30)
-    return subprocess.CompletedProcess([str(runner)], proc.returncode, out, err), log, proc.pid
+    return proc, log
 
 
 HOSTILE_STATE = "st ate,x'q$(touch pwned)"
@@ -695,24 +710,10 @@ def test_a_virtiofsd_that_dies_takes_qemu_down(expr_file: Path, tmp_path: Path) 
 def test_signals_reach_qemu_through_the_supervising_runner(expr_file: Path, tmp_path: Path) -> None:
     """SIGTERM to the runner (what the CLI's stop escalates to) ends QEMU and
     virtiofsd, and the runner reports QEMU's status."""
-    state = tmp_path / "vm"
-    fake = make_fakes(tmp_path)
-    script = evaluate(
-        expr_file,
-        "script",
-        paramsFile=write_params(tmp_path, params(state, share="virtiofs")),
-        qemu=str(fake / "qemu"),
-        qemuImg=str(fake / "qemu-img"),
-        virtiofsd=str(fake / "virtiofsd"),
+    p = params(tmp_path / "vm", share="virtiofs")
+    proc, log = start_runner(
+        expr_file, tmp_path, p, "tcg", virtiofsd=True, extra_env={"FAKE_QEMU_SLEEP": "60"}
     )
-    runner = tmp_path / "run-agent-vm"
-    runner.write_text(script)
-    runner.chmod(0o755)
-    log = tmp_path / "log"
-    log.mkdir()
-    state.mkdir()
-    env = os.environ | {"FAKE_LOG": str(log), "FAKE_QEMU_SLEEP": "60", "AGENT_VM_ACCEL": "tcg"}
-    proc = subprocess.Popen([str(runner)], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while not (log / "qemu.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -730,24 +731,10 @@ def test_a_signal_before_qemu_starts_leaves_nothing_running(
     """SIGTERM while the runner still waits for virtiofsd: no QEMU is started
     afterwards and virtiofsd is stopped (a shell killed outright would leave
     both)."""
-    state = tmp_path / "vm"
-    fake = make_fakes(tmp_path)
-    script = evaluate(
-        expr_file,
-        "script",
-        paramsFile=write_params(tmp_path, params(state, share="virtiofs")),
-        qemu=str(fake / "qemu"),
-        qemuImg=str(fake / "qemu-img"),
-        virtiofsd=str(fake / "virtiofsd"),
+    p = params(tmp_path / "vm", share="virtiofs")
+    proc, log = start_runner(
+        expr_file, tmp_path, p, "tcg", virtiofsd=True, extra_env={"FAKE_VIRTIOFSD_DELAY": "2"}
     )
-    runner = tmp_path / "run-agent-vm"
-    runner.write_text(script)
-    runner.chmod(0o755)
-    log = tmp_path / "log"
-    log.mkdir()
-    state.mkdir()
-    env = os.environ | {"FAKE_LOG": str(log), "FAKE_VIRTIOFSD_DELAY": "2", "AGENT_VM_ACCEL": "tcg"}
-    proc = subprocess.Popen([str(runner)], env=env, stderr=subprocess.PIPE, text=True)
     pidfile = log / "virtiofs-workspace.sock.pid"
     deadline = time.monotonic() + 10
     while not pidfile.exists() and time.monotonic() < deadline:
