@@ -9,19 +9,21 @@ Ctrl-C is dropped rather than interrupting the interpreter's exit.
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
-from types import FrameType
 
 
-def _early_interrupt(signum: int, frame: FrameType | None) -> None:
+def _early_interrupt(signum: int, frame: object) -> None:
     raise SystemExit(130)
 
 
-# At import, not in main(): the console script imports this module and then
-# calls main(), and a Ctrl-C in between must not be a traceback either.
+# At import, first thing, not in main(): the console script imports this
+# module and then calls main(), and a Ctrl-C in between must not be a
+# traceback either. Every statement before this one widens the window in
+# which Python's own handler would print one.
 signal.signal(signal.SIGINT, _early_interrupt)
+
+import os  # noqa: E402
+import sys  # noqa: E402
 
 
 def main() -> None:
