@@ -36,7 +36,6 @@ let
     "share"
     "workspace"
     "user"
-    "sshAuthorizedKeys"
   ];
 
   # Each check: a condition on the (complete) parameters and the message
@@ -120,7 +119,7 @@ let
 
   missing = p: builtins.filter (k: !(p ? ${k})) requiredKeys;
 
-  supportedVersion = 1;
+  supportedVersion = 2;
 in
 rec {
   /**

@@ -8,14 +8,13 @@
   network ? "open",
 }:
 {
-  version = 1;
+  version = 2;
   inherit
     name
     stateDir
     share
     network
     ;
-  branch = name;
   hostAddress = "127.0.0.1";
   sshPort = 2222;
   agentPort = 8000;
@@ -33,6 +32,5 @@
     name = "dev";
   }
   // user;
-  sshAuthorizedKeys = [ ];
   userModule = null;
 }

@@ -9,15 +9,16 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, gitops, store
 from .commands import COMMANDS
+from .context import Context
 from .errors import AgentVmError
 from .events import REPORTER
-from .lifecycle import Context
-from .models import CORES_RANGE, DISK_MIB_RANGE, MEMORY_MIB_RANGE, PORT_RANGE
+from .models import AGENT_PORT_START, PORT_RANGE, SSH_PORT_START, VmSettings
 from .paths import StateLayout, check_state_dir, default_state_dir
 
 DEFAULT_TIMEOUT = 120.0
@@ -42,25 +43,42 @@ def complete_branches(prefix: str, **_: Any) -> list[str]:
         return []
 
 
-def _int_arg(lo: int, hi: int, what: str) -> Any:
+def _int_arg(lo: int, hi: int) -> Any:
+    """An argparse type for a whole number in [lo, hi] (argparse names the
+    flag in front of the message)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{what} must be a whole number, not {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, not {value}")
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, not {value}")
         return value
 
     return parse
 
 
-PORT = _int_arg(*PORT_RANGE, "port")
-MEMORY = _int_arg(*MEMORY_MIB_RANGE, "memory (MiB)")
-CORES = _int_arg(*CORES_RANGE, "cores")
-DISK = _int_arg(*DISK_MIB_RANGE, "disk size (MiB)")
+PORT = _int_arg(*PORT_RANGE)
+
+
+def _settings_args(p: argparse.ArgumentParser, update: bool) -> None:
+    """One flag per VmSettings field: its type, range, choices and help come
+    from the model. No argparse defaults: None means "not given", so `up` and
+    `update` can tell which settings to apply to an existing VM."""
+    for name, info in VmSettings.model_fields.items():
+        flag = VmSettings.flag(name)
+        default = info.default.value if isinstance(info.default, Enum) else info.default
+        shown = "unchanged" if update else ("none" if default is None else str(default))
+        kwargs: dict[str, Any] = {"dest": name, "help": f"{info.description} (default {shown})"}
+        ann = info.annotation
+        if ann is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(ann, type) and issubclass(ann, Enum):
+            kwargs["choices"] = [m.value for m in ann]
+        elif ann is int:
+            kwargs["type"] = _int_arg(*VmSettings.int_range(name))
+        p.add_argument(flag, **kwargs)
 
 
 def _positive(text: str) -> float:
@@ -82,40 +100,34 @@ def _target(p: argparse.ArgumentParser) -> None:
     ).completer = complete_vms  # type: ignore[attr-defined]
 
 
-def _create_args(p: argparse.ArgumentParser) -> None:
-    # No argparse defaults: None means "not given" (CreateOptions has the
-    # defaults), so `up` can tell which settings to apply to an existing VM.
+def _port_args(p: argparse.ArgumentParser, update: bool) -> None:
+    if update:
+        p.add_argument("--port", type=PORT, help="agent port (pinned: exactly this one)")
+        p.add_argument("--ssh-port", type=PORT, help="SSH port (pinned: exactly this one)")
+        return
     p.add_argument(
-        "--branch", "-b", help="branch to make the VM for (default: current)"
-    ).completer = complete_branches  # type: ignore[attr-defined]
-    p.add_argument("--host", help="host address the forwarded ports bind to (default 127.0.0.1)")
-    p.add_argument(
-        "--port", type=PORT, help="agent port: the first free one from this (default 8000)"
+        "--port",
+        type=PORT,
+        help=f"agent port: the first free one from this (default {AGENT_PORT_START})",
     )
     p.add_argument(
-        "--ssh-port", type=PORT, help="SSH port: the first free one from this (default 2222)"
+        "--ssh-port",
+        type=PORT,
+        help=f"SSH port: the first free one from this (default {SSH_PORT_START})",
     )
     p.add_argument(
         "--pin",
         action="store_true",
         help="use exactly --port/--ssh-port; fail instead of picking another if taken",
     )
+
+
+def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", help="NixOS module of yours to add to the guest (packages, MCP servers)"
-    )
-    p.add_argument("--memory", type=MEMORY, help="guest memory in MiB (default 2048)")
-    p.add_argument("--cores", type=CORES, help="guest CPU cores (default 2)")
-    p.add_argument("--disk-size", type=DISK, help="guest disk size in MiB (default 8192)")
-    p.add_argument(
-        "--ephemeral",
-        action=argparse.BooleanOptionalAction,
-        help="throw the guest disk away at every stop (default: keep it)",
-    )
-    p.add_argument(
-        "--network",
-        choices=["open", "none"],
-        help="outbound network: open (NAT, the default) or none (no outbound traffic)",
-    )
+        "--branch", "-b", help="branch to make the VM for (default: current)"
+    ).completer = complete_branches  # type: ignore[attr-defined]
+    _settings_args(p, update=False)
+    _port_args(p, update=False)
     p.add_argument("--workspace", help="share this existing directory instead of a per-branch copy")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -197,15 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("update", help="change settings; they apply on the next start")
     _target(p)
-    p.add_argument("--memory", type=MEMORY)
-    p.add_argument("--cores", type=CORES)
-    p.add_argument("--port", type=PORT, help="agent port")
-    p.add_argument("--ssh-port", type=PORT)
-    p.add_argument("--host")
-    p.add_argument("--disk-size", type=DISK)
-    p.add_argument("--network", choices=["open", "none"])
-    p.add_argument("--ephemeral", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--config", help="NixOS module of yours to add to the guest")
+    _settings_args(p, update=True)
+    _port_args(p, update=True)
     p = sub.add_parser("reset", help="delete the VM's disk, keep config and workspace")
     _target(p)
     p = sub.add_parser("destroy", help="stop the VM and delete it and its workspace")

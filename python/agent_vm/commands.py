@@ -16,53 +16,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import gitops, lifecycle, ssh, status, store, tools
-from .errors import AgentVmError, HostNotReady, InvalidInput, NotFound, NotRunning
+from . import lifecycle, ssh, state, status, store, targets, tools
+from .context import Context
+from .errors import HostNotReady, InvalidInput, NotRunning
 from .events import Event, warn
-from .lifecycle import Changes, Context, CreateOptions, StopTimeouts
-from .models import Network, VmConfig, VmState
-from .names import is_vm_name, vm_name
+from .lifecycle import Changes, CreateOptions, StopTimeouts
+from .models import VmConfig, VmSettings, VmState
 from .paths import VmPaths
-
-
-def resolve_target(ctx: Context, arg: str | None) -> VmPaths:
-    """A VM from a branch of the current repository, a VM name, or a branch name.
-
-    No argument: the current branch (or detached HEAD) of the repository we
-    are in.
-    """
-    layout = ctx.layout
-    if arg is not None and is_vm_name(arg) and (layout.vm(arg).config.exists()):
-        return layout.vm(arg)
-    repo: Path | None
-    try:
-        repo = gitops.repo_root(ctx.cwd)
-    except AgentVmError:
-        repo = None
-    if repo is not None:
-        branch = arg if arg is not None else gitops.resolve(repo, None).branch
-        vm = layout.vm(vm_name(str(repo), branch))
-        if vm.dir.exists():
-            return vm
-    elif arg is None:
-        raise NotFound("not in a git repository; name the VM (see 'agent-vm list')")
-    if arg is not None:
-        matches = [n for n in store.vm_names(layout) if _branch_of(layout.vm(n)) == arg]
-        if len(matches) == 1:
-            return layout.vm(matches[0])
-        if len(matches) > 1:
-            raise NotFound(
-                f"branch {arg!r} has VMs in several repositories: {', '.join(matches)}; name one"
-            )
-    what = f"branch {arg!r}" if arg else "the current branch"
-    raise NotFound(f"no VM for {what}", hint="create one with 'agent-vm up' or see 'agent-vm list'")
-
-
-def _branch_of(vm: VmPaths) -> str | None:
-    try:
-        return store.load_config(vm).branch
-    except AgentVmError:
-        return None
 
 
 def _print_json(obj: object) -> None:
@@ -91,21 +51,25 @@ def _q(a: str) -> str:
     )
 
 
-def _create_options(a: argparse.Namespace) -> CreateOptions:
-    given = {
-        "branch": a.branch,
-        "host": a.host,
-        "port": a.port,
-        "ssh_port": a.ssh_port,
-        "memory": a.memory,
-        "cores": a.cores,
-        "disk_size": a.disk_size,
-        "ephemeral": a.ephemeral,
-        "network": Network(a.network) if a.network else None,
-        "config": Path(a.config) if a.config else None,
-        "workspace": Path(a.workspace) if a.workspace else None,
+def _given_settings(a: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line (argparse dests are the
+    VmSettings field names; None means not given)."""
+    return {
+        name: getattr(a, name)
+        for name in VmSettings.model_fields
+        if getattr(a, name, None) is not None
     }
-    return CreateOptions(pin=a.pin, **{k: v for k, v in given.items() if v is not None})
+
+
+def _create_options(a: argparse.Namespace) -> CreateOptions:
+    return CreateOptions(
+        branch=a.branch,
+        settings=_given_settings(a),
+        port=a.port,
+        ssh_port=a.ssh_port,
+        pin=a.pin,
+        workspace=Path(a.workspace) if a.workspace else None,
+    )
 
 
 def cmd_create(ctx: Context, a: argparse.Namespace) -> int:
@@ -128,42 +92,41 @@ def _report_started(ctx: Context, vm: VmPaths, cfg: VmConfig, as_json: bool) -> 
 
 
 def cmd_start(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     cfg, _ = lifecycle.start(ctx, vm)
     _report_started(ctx, vm, cfg, a.json)
     if a.foreground:
-        lifecycle.supervise(ctx, vm)
+        from .supervise import supervise  # noqa: PLC0415 - see _schemas
+
+        supervise(ctx, vm)
     return 0
 
 
 def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
-    try:
-        vm = resolve_target(ctx, a.branch)
-    except NotFound:
+    # Only this repository's branch: a VM of another repository with the
+    # same branch name is never taken over.
+    _, vm = targets.for_branch(ctx, a.branch)
+    if vm.dir.exists():
+        _apply_settings(ctx, vm, a)
+    else:
         cfg = lifecycle.create(ctx, _create_options(a))
         vm = ctx.layout.vm(cfg.name)
-    else:
-        _apply_settings(ctx, vm, a)
     if status.status(ctx, vm, probe=False).state != VmState.RUNNING:
         lifecycle.start(ctx, vm)
     _report_started(ctx, vm, store.load_config(vm), a.json)
     if a.foreground:
-        lifecycle.supervise(ctx, vm)
+        from .supervise import supervise  # noqa: PLC0415 - see _schemas
+
+        supervise(ctx, vm)
     return 0
 
 
 def _changes(a: argparse.Namespace, ports: bool) -> Changes:
-    """The settings given on an `update` or `up` command line (None: not given)."""
+    """The settings given on an `update` or `up` command line."""
     return Changes(
-        memory=a.memory,
-        cores=a.cores,
-        host=a.host,
-        disk_size=a.disk_size,
-        network=Network(a.network) if a.network else None,
-        ephemeral=a.ephemeral,
+        settings=_given_settings(a),
         port=a.port if ports else None,
         ssh_port=a.ssh_port if ports else None,
-        user_module=Path(a.config) if a.config else None,
     )
 
 
@@ -191,14 +154,14 @@ def _timeouts(a: argparse.Namespace) -> StopTimeouts:
 
 
 def cmd_stop(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     lifecycle.stop(ctx, vm, _timeouts(a))
     print(f"stopped VM {vm.name}")
     return 0
 
 
 def cmd_restart(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     with contextlib.suppress(NotRunning):
         lifecycle.stop(ctx, vm, _timeouts(a))
     cfg, _ = lifecycle.start(ctx, vm)
@@ -207,7 +170,7 @@ def cmd_restart(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     cfg, restart = lifecycle.update(ctx, vm, _changes(a, ports=True))
     print(
         f"updated VM {cfg.name}"
@@ -217,21 +180,21 @@ def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_reset(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     existed = lifecycle.reset(ctx, vm)
     print(f"reset VM {vm.name}: " + ("disk deleted" if existed else "it had no disk yet"))
     return 0
 
 
 def cmd_destroy(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     lifecycle.destroy(ctx, vm, force=a.force)
     print(f"destroyed VM {vm.name}")
     return 0
 
 
 def cmd_status(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     st = status.status(ctx, vm)
     if a.json:
         _print_json(status.as_json(st))
@@ -252,14 +215,14 @@ def cmd_list(ctx: Context, a: argparse.Namespace) -> int:
 def _running(ctx: Context, vm: VmPaths) -> tuple[VmConfig, int]:
     cfg = store.load_config(vm)
     rt = store.load_runtime(vm)
-    state, _ = lifecycle.current_state(ctx, vm, rt)
-    if state != VmState.RUNNING:
-        raise NotRunning(f"VM {vm.name} is {state.value}", hint="start it with 'agent-vm start'")
+    current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
+    if current != VmState.RUNNING:
+        raise NotRunning(f"VM {vm.name} is {current.value}", hint="start it with 'agent-vm start'")
     return cfg, rt.ssh_port or cfg.ssh_port
 
 
 def cmd_shell(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     cfg, port = _running(ctx, vm)
     command = a.remote or None
     tty = command is None and sys.stdin.isatty()
@@ -267,7 +230,7 @@ def cmd_shell(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     _running(ctx, vm)
     from . import console  # noqa: PLC0415 - see _schemas
 
@@ -276,21 +239,21 @@ def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
-    vm = resolve_target(ctx, a.target)
+    vm = targets.resolve(ctx, a.target)
     cfg = store.load_config(vm)
     rt = store.load_runtime(vm)
-    state, _ = lifecycle.current_state(ctx, vm, rt)
+    current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
     journal = ["journalctl", "--no-pager", "-u", "agent-vm-agent.service"]
     port = rt.ssh_port or cfg.ssh_port
     if not a.follow:
         if vm.serial_log.exists():
             sys.stdout.write(vm.serial_log.read_text(errors="replace"))
-        if state == VmState.RUNNING:
+        if current == VmState.RUNNING:
             print("\n--- agent service journal ---", flush=True)
             tools.run_foreground(ssh.command_argv(vm, cfg, port, journal, tty=False))
         return 0
     journal_proc = None
-    if state == VmState.RUNNING:
+    if current == VmState.RUNNING:
         argv = ssh.command_argv(vm, cfg, port, [*journal, "-f"], tty=False)
         # The journal follows in the background while we follow the serial log.
         journal_proc = tools.resolve(argv[0])[argv[1:]].popen(

@@ -15,9 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from . import accel, ports, procs, store, tools
+from .context import Context
 from .errors import AgentVmError
-from .lifecycle import AGENT_PORT_START, SSH_PORT_START, Context
-from .models import VmState
+from .models import AGENT_PORT_START, SSH_PORT_START, VmState
 from .paths import StateLayout
 
 DOCTOR_SCHEMA_VERSION = 1

@@ -1,8 +1,11 @@
-"""The VM lifecycle: create, start, stop, destroy, update, reset.
+"""The VM lifecycle verbs: create, start, stop, destroy, update, reset.
 
-Every operation holds the VM's lock for its whole length, so two terminals
-cannot interleave on one VM; port allocation additionally holds the state
-directory's ports lock until the ports are written down.
+Each verb is "take the VM's lock, check the state, act": the lock is held
+for the verb's whole length, so two terminals cannot interleave on one VM;
+port choices additionally hold the state directory's ports lock until they
+are written down. Everything else lives in the modules these call: ports
+(reservation), params (the contract file), procs (signalling our QEMU),
+readiness (the staged wait), state (the legal transitions).
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import contextlib
 import ipaddress
 import os
 import shutil
-import signal
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+
+from pydantic import ValidationError
 
 from . import (
     accel,
@@ -25,20 +29,21 @@ from . import (
     keys,
     nixbuild,
     ownership,
+    params,
     ports,
     procs,
     qmp,
     readiness,
-    sdnotify,
+    state,
     store,
     tools,
 )
+from .context import Context
 from .errors import (
     AlreadyExists,
     AlreadyRunning,
     BuildFailed,
     CorruptState,
-    GuestFailed,
     InvalidInput,
     MissingTool,
     NotFound,
@@ -47,117 +52,99 @@ from .errors import (
     UnsavedWork,
 )
 from .events import REPORTER, EventKind, Severity, emit, warn
-from .fsutil import atomic_write, ensure_private_dir, file_lock
+from .fsutil import atomic_write, ensure_private_dir
 from .models import (
-    CORES_RANGE,
-    DISK_MIB_RANGE,
-    MEMORY_MIB_RANGE,
+    AGENT_PORT_START,
     PORT_RANGE,
-    GuestUser,
-    Network,
+    SSH_PORT_START,
     Runtime,
     StageTiming,
     VmConfig,
-    VmParams,
+    VmSettings,
     VmState,
-    WorkspaceShare,
-    check_host,
 )
 from .names import vm_name
-from .paths import StateLayout, VmPaths
-from .state import alive, effective, transition
-
-SSH_PORT_START = 2222
-AGENT_PORT_START = 8000
-GUEST_AGENT_PORT = 8000
-
-
-@dataclass
-class Context:
-    layout: StateLayout
-    timeout: float = 120.0
-    flake: str | None = None
-    cwd: Path = field(default_factory=Path.cwd)
-
-    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
-        ensure_private_dir(self.layout.root)
-        return file_lock(self.layout.vm_lock(name), f"VM {name}")
-
-    def ports_lock(self) -> contextlib.AbstractContextManager[None]:
-        ensure_private_dir(self.layout.root)
-        return file_lock(self.layout.ports_lock, "port allocation", wait=30.0)
+from .paths import VmPaths
 
 
 @dataclass
 class CreateOptions:
+    """What `create` (and `up` for a new VM) was given."""
+
     branch: str | None = None
-    host: str = "127.0.0.1"
+    # Only the settings given (VmSettings field names); the rest default.
+    settings: Mapping[str, object] = field(default_factory=dict)
     port: int | None = None
     ssh_port: int | None = None
-    memory: int = 2048
-    cores: int = 2
-    disk_size: int = 8192
-    ephemeral: bool = False
-    network: Network = Network.OPEN
-    config: Path | None = None
-    workspace: Path | None = None
     pin: bool = False
+    workspace: Path | None = None
+
+
+@dataclass
+class Changes:
+    """What `update` (and `up` for an existing VM) was given; None: not given."""
+
+    settings: Mapping[str, object] = field(default_factory=dict)
+    port: int | None = None
+    ssh_port: int | None = None
+
+
+@dataclass
+class StopTimeouts:
+    powerdown: float = 30.0
+    term: float = 10.0
+    kill: float = 5.0
 
 
 def _attach(ctx: Context, name: str) -> None:
     REPORTER.attach(name, ctx.layout.vm(name).events_log)
 
 
-def taken_ports(layout: StateLayout, exclude: str | None = None) -> set[int]:
-    """Every port any other VM has reserved or is using."""
-    used: set[int] = set()
-    for name in store.vm_names(layout):
-        if name == exclude:
-            continue
-        vm = layout.vm(name)
-        with contextlib.suppress(CorruptState, NotFound):
-            cfg = store.load_config(vm)
-            used |= {cfg.ssh_port, cfg.agent_port}
-        with contextlib.suppress(CorruptState, NotFound):
-            rt = store.load_runtime(vm)
-            used |= {p for p in (rt.ssh_port, rt.agent_port) if p is not None}
-    return used
+def _settings(base: Mapping[str, object], given: Mapping[str, object]) -> VmSettings:
+    """`given` applied to `base`, validated; an error names the flag typed."""
+    given = dict(given)
+    module = given.get("user_module")
+    if module is not None:
+        path = Path(str(module))
+        if not path.is_file():
+            raise InvalidInput(f"{VmSettings.flag('user_module')} {path} is not a file")
+        given["user_module"] = str(path.resolve())
+    try:
+        return VmSettings.model_validate({**base, **given})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        flag = VmSettings.flag(name) if name in VmSettings.model_fields else name
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"{flag}: {msg}") from None
 
 
-def _validate_options(opts: CreateOptions) -> None:
-    # The models validate too; these messages name the flag the user typed.
-    for flag, value, (lo, hi) in (
-        ("--port", opts.port, PORT_RANGE),
-        ("--ssh-port", opts.ssh_port, PORT_RANGE),
-        ("--memory", opts.memory, MEMORY_MIB_RANGE),
-        ("--cores", opts.cores, CORES_RANGE),
-        ("--disk-size", opts.disk_size, DISK_MIB_RANGE),
-    ):
+def _check_port_flags(*pairs: tuple[str, int | None]) -> None:
+    lo, hi = PORT_RANGE
+    for flag, value in pairs:
         if value is not None and not lo <= value <= hi:
             raise InvalidInput(f"{flag} {value} is out of range ({lo}-{hi})")
-    try:
-        check_host(opts.host)
-    except ValueError as exc:
-        raise InvalidInput(f"--host: {exc}") from None
-    if opts.config is not None and not opts.config.is_file():
-        raise InvalidInput(f"--config {opts.config} is not a file")
-    if opts.workspace is not None and not opts.workspace.is_dir():
-        raise InvalidInput(f"--workspace {opts.workspace} is not a directory")
 
 
 def create(ctx: Context, opts: CreateOptions) -> VmConfig:
-    _validate_options(opts)
+    settings = _settings({}, opts.settings)
+    _check_port_flags(("--port", opts.port), ("--ssh-port", opts.ssh_port))
+    if opts.workspace is not None and not opts.workspace.is_dir():
+        raise InvalidInput(f"--workspace {opts.workspace} is not a directory")
     repo = gitops.repo_root(ctx.cwd)
     checkout = gitops.resolve(repo, opts.branch)
     name = vm_name(str(repo), checkout.branch)
     vm = ctx.layout.vm(name)
-    if not ipaddress.ip_address(opts.host).is_loopback:
-        warn(f"binding the VM's ports to {opts.host} exposes SSH and the agent to the network")
+    if not ipaddress.ip_address(settings.host_address).is_loopback:
+        warn(
+            f"binding the VM's ports to {settings.host_address} exposes SSH and the agent "
+            "to the network"
+        )
     ensure_private_dir(ctx.layout.vms)
     with ctx.lock(name):
         if vm.dir.exists():
             raise AlreadyExists(
-                f"a VM for branch {checkout.branch!r} already exists ({name})",
+                f"a VM for branch {checkout.branch!r} of {repo} already exists ({name})",
                 hint="use 'agent-vm start' or 'agent-vm update', or destroy it first",
             )
         # Leftovers of a create that was killed: we hold the lock, so nobody
@@ -180,31 +167,26 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
                     vm=name,
                 )
             with ctx.ports_lock():
-                taken = taken_ports(ctx.layout)
+                taken = ports.taken_by_vms(ctx.layout)
+                host = settings.host_address
                 pin_ssh = opts.ssh_port if opts.pin else None
                 pin_agent = opts.port if opts.pin else None
-                ssh_port = _pick(opts.host, pin_ssh, opts.ssh_port or SSH_PORT_START, taken, "SSH")
-                agent_port = _pick(
-                    opts.host, pin_agent, opts.port or AGENT_PORT_START, taken | {ssh_port}, "agent"
+                ssh_port = ports.pick(host, pin_ssh, opts.ssh_port or SSH_PORT_START, taken, "SSH")
+                agent_port = ports.pick(
+                    host, pin_agent, opts.port or AGENT_PORT_START, taken | {ssh_port}, "agent"
                 )
                 cfg = VmConfig(
+                    **settings.model_dump(),
                     name=name,
                     branch=checkout.branch,
                     repo=str(repo),
                     commit=checkout.commit,
                     workspace=str(workspace),
                     workspace_owned=owned,
-                    host_address=opts.host,
                     ssh_port=ssh_port,
                     agent_port=agent_port,
                     ssh_port_pinned=pin_ssh is not None,
                     agent_port_pinned=pin_agent is not None,
-                    memory_mib=opts.memory,
-                    cores=opts.cores,
-                    disk_size_mib=opts.disk_size,
-                    ephemeral=opts.ephemeral,
-                    network=opts.network,
-                    user_module=str(opts.config.resolve()) if opts.config else None,
                     created_at=datetime.now(UTC),
                 )
                 store.save(tmp.config, cfg)
@@ -224,13 +206,6 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
     return cfg
 
 
-def _pick(host: str, wanted: int | None, start: int, taken: set[int], what: str) -> int:
-    """Exactly `wanted` if the user pinned it, else the first free from `start`."""
-    if wanted is not None:
-        return ports.require(host, wanted, taken, what)
-    return ports.allocate(host, start, taken)
-
-
 def _force_remove(func: object, path: str, exc_info: object) -> None:
     """rmtree helper: make read-only directories writable and retry."""
     parent = os.path.dirname(path)
@@ -243,70 +218,6 @@ def _force_remove(func: object, path: str, exc_info: object) -> None:
             os.unlink(path)
 
 
-SHARE_ENV = "AGENT_VM_SHARE"
-
-
-def workspace_share() -> Literal["9p", "virtiofs"]:
-    """virtiofs when a virtiofsd is on PATH (the Nix package puts one there),
-    9p otherwise; $AGENT_VM_SHARE (9p or virtiofs) overrides."""
-    forced = os.environ.get(SHARE_ENV)
-    if forced == "9p":
-        return "9p"
-    if forced == "virtiofs":
-        return "virtiofs"
-    if forced:
-        raise InvalidInput(f"{SHARE_ENV} must be 9p or virtiofs, not {forced!r}")
-    return "virtiofs" if tools.have("virtiofsd") else "9p"
-
-
-def params_for(vm: VmPaths, cfg: VmConfig, ssh_port: int, agent_port: int) -> VmParams:
-    mapping = ownership.for_host_user()
-    return VmParams(
-        name=cfg.name,
-        branch=cfg.branch,
-        state_dir=str(vm.dir),
-        host_address=cfg.host_address,
-        ssh_port=ssh_port,
-        agent_port=agent_port,
-        guest_agent_port=GUEST_AGENT_PORT,
-        memory_mib=cfg.memory_mib,
-        cores=cfg.cores,
-        disk_size_mib=cfg.disk_size_mib,
-        network=cfg.network,
-        share=workspace_share(),
-        workspace=WorkspaceShare(host_path=cfg.workspace, security_model=mapping.security_model),
-        user=GuestUser(uid=mapping.uid, gid=mapping.gid),
-        ssh_authorized_keys=[keys.public_key(vm.client_pubkey)],
-        user_module=cfg.user_module,
-    )
-
-
-def _ensure_ports(ctx: Context, vm: VmPaths, cfg: VmConfig) -> VmConfig:
-    """Re-check the reserved ports right before QEMU binds them."""
-    with ctx.ports_lock():
-        taken = taken_ports(ctx.layout, exclude=cfg.name)
-        changed: dict[str, int] = {}
-        for what, field_name, pinned in (
-            ("SSH", "ssh_port", cfg.ssh_port_pinned),
-            ("agent", "agent_port", cfg.agent_port_pinned),
-        ):
-            port = getattr(cfg, field_name)
-            others = taken | {v for k, v in changed.items() if k != field_name}
-            if port not in others and ports.is_free(cfg.host_address, port):
-                continue
-            if pinned:
-                ports.require(cfg.host_address, port, others, what)
-            new = ports.allocate(cfg.host_address, port + 1, others | {port})
-            warn(
-                f"{what} port {port} was taken by another process; using {new} instead", vm=cfg.name
-            )
-            changed[field_name] = new
-        if changed:
-            cfg = cfg.model_copy(update=changed)
-            store.save(vm.config, cfg)
-    return cfg
-
-
 def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
     for p in (*vm.sockets, vm.pidfile):
         with contextlib.suppress(FileNotFoundError):
@@ -316,80 +227,61 @@ def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
             vm.disk.unlink()
 
 
-def _terminate(vm: VmPaths, pid: int, start: int, grace_term: float = 10.0) -> bool:
-    """SIGTERM then SIGKILL our QEMU; True once it is gone."""
-    for sig, wait in ((signal.SIGTERM, grace_term), (signal.SIGKILL, 5.0)):
-        if not procs.signal_if_ours(pid, start, vm.dir, sig):
-            procs.reap(pid)
-            return True
-        emit(
-            EventKind.PROCESS_SIGNALLED,
-            f"sent {sig.name} to QEMU (pid {pid})",
-            vm=vm.name,
-            pid=pid,
-            signal=sig.name,
-        )
-        if procs.wait_gone(pid, wait):
-            return True
-    return False
-
-
 def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
     with ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
-        if rt.state in (VmState.STARTING, VmState.RUNNING, VmState.STOPPING) and alive(rt, vm.dir):
+        if rt.state == VmState.RUNNING and state.alive(rt, vm.dir):
             raise AlreadyRunning(
                 f"VM {vm.name} is already {rt.state.value}", hint="'agent-vm restart' to restart it"
             )
         if rt.state != VmState.STOPPED:
-            # A crash (or an interrupted agent-vm) left this behind: recover.
+            # A crash, or an agent-vm killed while starting or stopping (we
+            # hold the lock it held), left this behind: recover.
             if rt.pid is not None and rt.pid_start_time is not None:
-                _terminate(vm, rt.pid, rt.pid_start_time, grace_term=2.0)
+                procs.terminate(rt.pid, rt.pid_start_time, vm.dir, grace_term=2.0)
             warn(f"recovering VM {vm.name} from state {rt.state.value}", vm=vm.name)
             _cleanup_runtime_files(vm, cfg)
-            rt = Runtime(state=VmState.FAILED, reason=rt.reason)
-        cfg = _ensure_ports(ctx, vm, cfg)
-        params = params_for(vm, cfg, cfg.ssh_port, cfg.agent_port)
-        atomic_write(vm.params, params.to_json())
-
-        transition(rt, VmState.STARTING, vm.name)
-        rt = Runtime(
-            state=VmState.STARTING,
-            ssh_port=cfg.ssh_port,
-            agent_port=cfg.agent_port,
-            started_at=datetime.now(UTC),
-        )
+            rt = state.settle(rt, vm.dir, vm.name)
+        with ctx.ports_lock():
+            changed = ports.recheck(ctx.layout, cfg)
+            if changed:
+                cfg = cfg.model_copy(update=changed)
+                store.save(vm.config, cfg)
+        atomic_write(vm.params, params.for_vm(vm, cfg).to_json())
+        rt = state.starting(rt, vm.name, cfg.ssh_port, cfg.agent_port)
         store.save(vm.runtime, rt)
         emit(EventKind.VM_STARTING, f"starting VM {vm.name}", vm=vm.name)
         try:
-            return cfg, _boot(ctx, vm, cfg, rt)
-        except (BuildFailed, MissingTool, KeyboardInterrupt) as exc:
-            # Nothing ran (or the user changed their mind): QEMU is gone, so
-            # the VM is simply stopped, not failed.
-            rt = Runtime(state=VmState.STOPPED, stopped_at=datetime.now(UTC), stages=rt.stages)
-            store.save(vm.runtime, rt)
-            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else exc.message
-            emit(EventKind.VM_STOPPED, f"VM {vm.name} not started: {why}", vm=vm.name)
+            rt = _boot(ctx, vm, cfg, rt)
+        except (BuildFailed, MissingTool) as exc:
+            # Nothing ran: the VM is simply stopped, not failed.
+            store.save(vm.runtime, state.stopped(store.load_runtime(vm), vm.name))
+            emit(EventKind.VM_STOPPED, f"VM {vm.name} not started: {exc.message}", vm=vm.name)
+            raise
+        except KeyboardInterrupt:
+            # _boot stopped whatever it had started.
+            store.save(vm.runtime, state.stopped(store.load_runtime(vm), vm.name))
+            emit(EventKind.VM_STOPPED, f"VM {vm.name} not started: interrupted", vm=vm.name)
             raise
         except BaseException as exc:
-            rt.state = VmState.FAILED
-            rt.reason = getattr(exc, "message", None) or type(exc).__name__
-            rt.pid = rt.pid_start_time = None
-            store.save(vm.runtime, rt)
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            store.save(vm.runtime, state.failed(store.load_runtime(vm), vm.name, reason))
             # INFO, not ERROR: cli.main reports the exception itself, and
             # the user should see one error line, not two.
             emit(
                 EventKind.VM_FAILED,
-                f"VM {vm.name} failed to start: {rt.reason}",
+                f"VM {vm.name} failed to start: {reason}",
                 severity=Severity.INFO,
                 vm=vm.name,
             )
             raise
+        return cfg, rt
 
 
 def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
+    """Build, spawn and wait; on any exception nothing of the VM runs."""
     emit(EventKind.BUILD_STARTED, "building the VM with nix", vm=vm.name)
     t0 = time.monotonic()
     try:
@@ -399,7 +291,9 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
         # Ctrl-C is not); cli.main prints the error line.
         emit(EventKind.BUILD_FAILED, exc.message, severity=Severity.INFO, vm=vm.name)
         raise
-    rt.stages.append(StageTiming(stage="build", seconds=round(time.monotonic() - t0, 3), ok=True))
+    build = StageTiming(stage="build", seconds=round(time.monotonic() - t0, 3), ok=True)
+    rt = rt.model_copy(update={"stages": [build]})
+    store.save(vm.runtime, rt)
     emit(EventKind.BUILD_COMPLETED, f"built {runner.resolve()}", vm=vm.name)
     mapping = ownership.for_host_user()
     if mapping.needs_tagging:
@@ -409,31 +303,36 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
     accelerator, why = accel.choose(ctx.layout)
     emit(EventKind.STAGE, f"accelerator: {accelerator} ({why})", vm=vm.name, accel=accelerator)
     deadline = time.monotonic() + ctx.timeout
-    with open(vm.runner_log, "ab") as log:
-        proc = tools.spawn([str(runner)], log=log, env={accel.ENV: accelerator})
-    rt.pid = proc.pid
-    rt.pid_start_time = procs.start_time(proc.pid)
-    store.save(vm.runtime, rt)
-    emit(
-        EventKind.PROCESS_SPAWNED, f"QEMU runner started (pid {proc.pid})", vm=vm.name, pid=proc.pid
-    )
-    probe = readiness.Probe(vm, cfg, proc, cfg.ssh_port, cfg.agent_port, deadline, ctx.timeout)
+    proc = None
     try:
+        with open(vm.runner_log, "ab") as log:
+            proc = tools.spawn([str(runner)], log=log, env={accel.ENV: accelerator})
+        rt = rt.model_copy(update={"pid": proc.pid, "pid_start_time": procs.start_time(proc.pid)})
+        store.save(vm.runtime, rt)
+        emit(
+            EventKind.PROCESS_SPAWNED,
+            f"QEMU runner started (pid {proc.pid})",
+            vm=vm.name,
+            pid=proc.pid,
+        )
+        probe = readiness.Probe(vm, cfg, proc, cfg.ssh_port, cfg.agent_port, deadline, ctx.timeout)
         stages = readiness.wait_ready(probe)
     except BaseException:
-        if rt.pid is not None and rt.pid_start_time is not None:
-            _terminate(vm, rt.pid, rt.pid_start_time, grace_term=3.0)
-        proc.poll()
+        # Whenever it came (even a Ctrl-C right after the spawn), nothing of
+        # this start may keep running.
+        if proc is not None:
+            start_t = procs.start_time(proc.pid)
+            if start_t is not None:
+                procs.terminate(proc.pid, start_t, vm.dir, grace_term=3.0)
+            proc.poll()
         _cleanup_runtime_files(vm, cfg)
         raise
     # With virtiofs the runner stays QEMU's parent; from here on the pid we
     # supervise is QEMU's own.
     qpid = readiness.qemu_pid(vm)
     if qpid is not None and qpid != rt.pid and procs.is_alive(qpid):
-        rt.pid, rt.pid_start_time = qpid, procs.start_time(qpid)
-    rt.stages += stages
-    transition(rt, VmState.RUNNING, vm.name)
-    rt.ready_at = datetime.now(UTC)
+        rt = rt.model_copy(update={"pid": qpid, "pid_start_time": procs.start_time(qpid)})
+    rt = state.running(rt, vm.name, [*rt.stages, *stages])
     store.save(vm.runtime, rt)
     total = sum(s.seconds for s in rt.stages)
     emit(
@@ -446,70 +345,31 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
     return rt
 
 
-SUPERVISE_POLL = 0.5
-
-
-def supervise(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -> None:
-    """Stay in the foreground while the VM's QEMU runs (`start --foreground`).
-
-    This is what the NixOS host module's systemd units run: SIGTERM (which
-    the CLI turns into KeyboardInterrupt) powers the VM down cleanly and
-    returns; QEMU going away by itself raises GuestFailed, a failure for
-    systemd to restart.
-    """
-    rt = store.load_runtime(vm)
-    sdnotify.notify(
-        ready="1",
-        mainpid=str(os.getpid()),
-        status=f"VM {vm.name} running (ssh port {rt.ssh_port}, agent port {rt.agent_port})",
-    )
-    try:
-        while procs.is_ours(rt.pid, rt.pid_start_time, vm.dir):
-            time.sleep(SUPERVISE_POLL)
-    except KeyboardInterrupt:
-        sdnotify.notify(stopping="1", status=f"powering VM {vm.name} down")
-        stop(ctx, vm, timeouts)
-        return
-    reason = "QEMU exited while the VM was supervised"
-    with ctx.lock(vm.name):
-        current = store.load_runtime(vm)
-        if current.pid == rt.pid and current.state == VmState.RUNNING:
-            current.state, current.reason = VmState.FAILED, reason
-            current.pid = current.pid_start_time = None
-            store.save(vm.runtime, current)
-    emit(EventKind.VM_FAILED, f"VM {vm.name}: {reason}", severity=Severity.INFO, vm=vm.name)
-    raise GuestFailed(f"VM {vm.name}: {reason}", hint=f"see {vm.serial_log}")
-
-
-@dataclass
-class StopTimeouts:
-    powerdown: float = 30.0
-    term: float = 10.0
-    kill: float = 5.0
-
-
 def stop(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -> Runtime:
-    timeouts = timeouts or StopTimeouts()
     with ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
-        return _stop_locked(vm, cfg, rt, timeouts)
+        return _stop_locked(vm, cfg, rt, timeouts or StopTimeouts())
 
 
 def _stop_locked(vm: VmPaths, cfg: VmConfig | None, rt: Runtime, t: StopTimeouts) -> Runtime:
-    if not alive(rt, vm.dir):
+    if rt.state == VmState.STOPPED:
+        _cleanup_runtime_files(vm, cfg)
+        raise NotRunning(f"VM {vm.name} is not running")
+    if not state.alive(rt, vm.dir):
         was = rt.state
         _cleanup_runtime_files(vm, cfg)
-        rt = Runtime(state=VmState.STOPPED, stopped_at=datetime.now(UTC))
+        rt = state.stopped(state.settle(rt, vm.dir, vm.name), vm.name)
         store.save(vm.runtime, rt)
-        if was == VmState.STOPPED:
-            raise NotRunning(f"VM {vm.name} is not running")
         warn(f"VM {vm.name} was {was.value} but its QEMU is gone; cleaned up", vm=vm.name)
         return rt
     assert rt.pid is not None and rt.pid_start_time is not None
     pid, start_t = rt.pid, rt.pid_start_time
-    transition(rt, VmState.STOPPING, vm.name)
+    if rt.state != VmState.RUNNING:
+        rt = state.settle(rt, vm.dir, vm.name)
+    else:
+        rt = state.stopping(rt, vm.name)
     store.save(vm.runtime, rt)
     emit(EventKind.VM_STOPPING, f"stopping VM {vm.name}", vm=vm.name)
     gone = False
@@ -519,18 +379,15 @@ def _stop_locked(vm: VmPaths, cfg: VmConfig | None, rt: Runtime, t: StopTimeouts
         if not gone:
             warn(f"guest ignored the powerdown for {t.powerdown:g}s; terminating QEMU", vm=vm.name)
     if not gone:
-        gone = _terminate(vm, pid, start_t, grace_term=t.term)
+        gone = procs.terminate(pid, start_t, vm.dir, grace_term=t.term)
     if not gone:
-        rt.state = VmState.FAILED
-        rt.reason = f"QEMU (pid {pid}) survived SIGKILL"
-        store.save(vm.runtime, rt)
-        raise StopFailed(rt.reason)
+        reason = f"QEMU (pid {pid}) survived SIGKILL"
+        store.save(vm.runtime, rt.model_copy(update={"reason": reason}))
+        raise StopFailed(reason)
     emit(EventKind.PROCESS_EXITED, f"QEMU (pid {pid}) exited", vm=vm.name, pid=pid)
     _cleanup_runtime_files(vm, cfg)
-    rt = Runtime(state=VmState.STOPPED, stopped_at=datetime.now(UTC))
+    rt = state.stopped(rt, vm.name)
     store.save(vm.runtime, rt)
-    for what in ("SSH", "agent"):
-        emit(EventKind.PORT_RELEASED, f"{what} port released", severity=Severity.DEBUG, vm=vm.name)
     emit(EventKind.VM_STOPPED, f"VM {vm.name} stopped", severity=Severity.NOTICE, vm=vm.name)
     return rt
 
@@ -559,10 +416,11 @@ def destroy(ctx: Context, vm: VmPaths, force: bool = False) -> None:
                     hint="push or copy your work (workspace: "
                     f"{cfg.workspace}), or destroy with --force",
                 )
-        if alive(rt, vm.dir):
+        if state.alive(rt, vm.dir):
             _stop_locked(vm, cfg, rt, StopTimeouts())
         shutil.rmtree(vm.dir, onerror=_force_remove)
-    emit(EventKind.WORKSPACE_REMOVED, "workspace removed", severity=Severity.DEBUG, vm=vm.name)
+    if cfg is not None and cfg.workspace_owned:
+        emit(EventKind.WORKSPACE_REMOVED, "workspace removed", severity=Severity.DEBUG, vm=vm.name)
     emit(EventKind.VM_DESTROYED, f"destroyed VM {vm.name}", severity=Severity.NOTICE, vm=vm.name)
 
 
@@ -574,56 +432,28 @@ def _runtime_from_pidfile(vm: VmPaths) -> Runtime:
     return Runtime(state=VmState.RUNNING, pid=pid, pid_start_time=procs.start_time(pid))
 
 
-@dataclass
-class Changes:
-    memory: int | None = None
-    cores: int | None = None
-    port: int | None = None
-    ssh_port: int | None = None
-    host: str | None = None
-    disk_size: int | None = None
-    network: Network | None = None
-    ephemeral: bool | None = None
-    user_module: Path | None = None
-
-
 def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
     """Apply `ch` to the VM's config; True if the VM runs and needs a restart."""
     with ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
-        probe = CreateOptions(
-            host=ch.host or cfg.host_address,
-            port=ch.port,
-            ssh_port=ch.ssh_port,
-            memory=ch.memory or cfg.memory_mib,
-            cores=ch.cores or cfg.cores,
-            disk_size=ch.disk_size or cfg.disk_size_mib,
-            config=ch.user_module,
-        )
-        _validate_options(probe)
+        _check_port_flags(("--port", ch.port), ("--ssh-port", ch.ssh_port))
+        current = cfg.settings()
+        new = _settings(current.model_dump(), ch.settings)
         # A value equal to the current one is not a change (`up` passes a
         # declaration's every setting at each start).
-        upd: dict[str, object] = {}
-        for key, value in (
-            ("memory_mib", ch.memory),
-            ("cores", ch.cores),
-            ("host_address", ch.host),
-            ("disk_size_mib", ch.disk_size),
-            ("network", ch.network),
-            ("ephemeral", ch.ephemeral),
-            ("user_module", str(ch.user_module.resolve()) if ch.user_module else None),
-        ):
-            if value is not None and value != getattr(cfg, key):
-                upd[key] = value
+        upd: dict[str, object] = {
+            k: v for k, v in new.model_dump().items() if v != getattr(current, k)
+        }
         new_ssh = _new_pin(ch.ssh_port, cfg.ssh_port, cfg.ssh_port_pinned)
         new_agent = _new_pin(ch.port, cfg.agent_port, cfg.agent_port_pinned)
+        running = state.alive(rt, vm.dir)
         if new_ssh is not None or new_agent is not None:
             with ctx.ports_lock():
-                taken = taken_ports(ctx.layout, exclude=cfg.name)
-                running_ports = {rt.ssh_port, rt.agent_port} if alive(rt, vm.dir) else set()
-                host = ch.host or cfg.host_address
+                taken = ports.taken_by_vms(ctx.layout, exclude=cfg.name)
+                running_ports = {rt.ssh_port, rt.agent_port} if running else set()
+                host = new.host_address
                 if new_ssh is not None:
                     if new_ssh not in running_ports:
                         ports.require(host, new_ssh, taken, "SSH")
@@ -636,13 +466,19 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
         elif upd:
             cfg = _save_changes(vm, cfg, upd)
         if upd:
+            if "host_address" in upd and not ipaddress.ip_address(cfg.host_address).is_loopback:
+                warn(
+                    f"binding the VM's ports to {cfg.host_address} exposes SSH and the agent "
+                    "to the network",
+                    vm=vm.name,
+                )
             emit(
                 EventKind.VM_UPDATED,
                 f"updated VM {vm.name}: " + ", ".join(f"{k}={v}" for k, v in upd.items()),
                 severity=Severity.NOTICE,
                 vm=vm.name,
             )
-        return cfg, bool(upd) and alive(rt, vm.dir)
+        return cfg, bool(upd) and running
 
 
 def _new_pin(wanted: int | None, current: int, pinned: bool) -> int | None:
@@ -662,7 +498,7 @@ def reset(ctx: Context, vm: VmPaths) -> bool:
         _attach(ctx, vm.name)
         store.load_config(vm)
         rt = store.load_runtime(vm)
-        if alive(rt, vm.dir):
+        if state.alive(rt, vm.dir):
             raise AlreadyRunning(f"VM {vm.name} is running", hint="stop it first")
         existed = vm.disk.exists()
         with contextlib.suppress(FileNotFoundError):
@@ -674,21 +510,3 @@ def reset(ctx: Context, vm: VmPaths) -> bool:
             vm=vm.name,
         )
         return existed
-
-
-def current_state(ctx: Context, vm: VmPaths, rt: Runtime) -> tuple[VmState, str | None]:
-    return effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
-
-
-__all__ = [
-    "Changes",
-    "Context",
-    "CreateOptions",
-    "StopTimeouts",
-    "create",
-    "destroy",
-    "reset",
-    "start",
-    "stop",
-    "update",
-]

@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 CONFIG_VERSION = 1
 RUNTIME_VERSION = 1
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2
 
 # The allowed values, once: the models, the CLI's argument types and the
 # flag-naming checks in lifecycle all read these (the NixOS host module's
@@ -63,7 +63,71 @@ def check_host(value: str) -> str:
     return str(addr)
 
 
-class VmConfig(_Strict):
+# Where the search for a free port starts when the user gives none.
+SSH_PORT_START = 2222
+AGENT_PORT_START = 8000
+
+
+class VmSettings(_Strict):
+    """What a user chooses for a VM, once: the defaults, ranges, command-line
+    flags and help of `create`/`up`/`update` are derived from these fields,
+    and the NixOS host module's option defaults are checked against them
+    (tests/nix). VmConfig extends it, so vm.json stays flat."""
+
+    host_address: str = Field(
+        default="127.0.0.1",
+        description="host address the forwarded ports bind to",
+        json_schema_extra={"flag": "--host"},
+    )
+    memory_mib: MemoryMiB = Field(
+        default=2048, description="guest memory in MiB", json_schema_extra={"flag": "--memory"}
+    )
+    cores: Cores = Field(
+        default=2, description="guest CPU cores", json_schema_extra={"flag": "--cores"}
+    )
+    disk_size_mib: DiskMiB = Field(
+        default=8192,
+        description="guest disk size in MiB",
+        json_schema_extra={"flag": "--disk-size"},
+    )
+    ephemeral: bool = Field(
+        default=False,
+        description="throw the guest disk away at every stop",
+        json_schema_extra={"flag": "--ephemeral"},
+    )
+    network: Network = Field(
+        default=Network.OPEN,
+        description="outbound network: open (NAT) or none (no outbound traffic)",
+        json_schema_extra={"flag": "--network"},
+    )
+    user_module: str | None = Field(
+        default=None,
+        description="NixOS module of yours to add to the guest (packages, MCP servers)",
+        json_schema_extra={"flag": "--config"},
+    )
+
+    @field_validator("host_address")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        return check_host(value)
+
+    @classmethod
+    def flag(cls, field_name: str) -> str:
+        """The command-line flag of a setting."""
+        extra = cls.model_fields[field_name].json_schema_extra
+        assert isinstance(extra, dict)
+        return str(extra["flag"])
+
+    @classmethod
+    def int_range(cls, field_name: str) -> tuple[int, int]:
+        """The allowed values of an integer setting."""
+        meta = cls.model_fields[field_name].metadata
+        lo = next(getattr(m, "ge") for m in meta if hasattr(m, "ge"))  # noqa: B009
+        hi = next(getattr(m, "le") for m in meta if hasattr(m, "le"))  # noqa: B009
+        return int(lo), int(hi)
+
+
+class VmConfig(VmSettings):
     """What a VM is: written by create/update, read by everything."""
 
     version: Literal[1] = 1
@@ -75,23 +139,14 @@ class VmConfig(_Strict):
     workspace_owned: bool = Field(
         description="True when agent-vm made the workspace (per-branch copy) and may delete it"
     )
-    host_address: str = "127.0.0.1"
     ssh_port: Port
     agent_port: Port
     ssh_port_pinned: bool = False
     agent_port_pinned: bool = False
-    memory_mib: MemoryMiB = 2048
-    cores: Cores = 2
-    disk_size_mib: DiskMiB = 8192
-    ephemeral: bool = False
-    network: Network = Network.OPEN
-    user_module: str | None = Field(default=None, description="The --config NixOS module")
     created_at: datetime
 
-    @field_validator("host_address")
-    @classmethod
-    def _valid_host(cls, value: str) -> str:
-        return check_host(value)
+    def settings(self) -> VmSettings:
+        return VmSettings.model_validate(self.model_dump(include=set(VmSettings.model_fields)))
 
 
 class StageTiming(_Strict):
@@ -118,6 +173,10 @@ class Runtime(_Strict):
     stopped_at: datetime | None = None
     stages: list[StageTiming] = Field(default_factory=list)
     reason: str | None = Field(default=None, description="Why the VM is failed, if it is")
+    starter_pid: int | None = Field(
+        default=None, description="The agent-vm process that started the VM (while starting)"
+    )
+    starter_start_time: int | None = None
 
 
 class _Camel(_Strict):
@@ -155,9 +214,8 @@ class GuestUser(_Camel):
 class VmParams(_Camel):
     """The parameters file Nix reads with builtins.fromJSON (docs/contract.md)."""
 
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     name: str
-    branch: str
     state_dir: str
     host_address: str
     ssh_port: Port
@@ -170,7 +228,6 @@ class VmParams(_Camel):
     share: Literal["9p", "virtiofs"] = "9p"
     workspace: WorkspaceShare
     user: GuestUser
-    ssh_authorized_keys: list[str]
     user_module: str | None = None
 
     @field_validator("host_address")

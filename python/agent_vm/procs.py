@@ -14,6 +14,8 @@ import signal
 import time
 from pathlib import Path
 
+from .events import EventKind, emit
+
 
 def _stat_fields(pid: int) -> list[str] | None:
     try:
@@ -96,3 +98,21 @@ def wait_gone(pid: int, timeout: float) -> bool:
         time.sleep(0.05)
     reap(pid)
     return not is_alive(pid)
+
+
+def terminate(pid: int, recorded_start: int, vm_dir: Path, grace_term: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL, our QEMU (or runner); True once it is gone."""
+    for sig, wait in ((signal.SIGTERM, grace_term), (signal.SIGKILL, 5.0)):
+        if not signal_if_ours(pid, recorded_start, vm_dir, sig):
+            reap(pid)
+            return True
+        emit(
+            EventKind.PROCESS_SIGNALLED,
+            f"sent {sig.name} to QEMU (pid {pid})",
+            vm=vm_dir.name,
+            pid=pid,
+            signal=sig.name,
+        )
+        if wait_gone(pid, wait):
+            return True
+    return False

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import health, ssh, store
+from .context import Context
 from .errors import AgentVmError
-from .lifecycle import Context
 from .models import StageTiming, VmState
 from .paths import VmPaths
 from .state import effective

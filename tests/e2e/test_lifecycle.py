@@ -1,5 +1,6 @@
 """The lifecycle on real VMs: create → start → shell → restart → destroy; two
-branches at once (and one of them crashing); supervision in the foreground."""
+repositories' `main` at once (and one of them crashing); supervision in the
+foreground."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def serving() -> Iterator[int]:
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def status(cli: Cli, repo: Path, target: str | None = None) -> dict:  # type: ignore[type-arg]
@@ -121,45 +128,63 @@ def test_full_lifecycle(cli: Cli, repo: Path) -> None:
     assert cli("list", "--json", cwd=repo).json()["vms"] == []
 
 
-def test_two_branches_at_once(cli: Cli, repo: Path) -> None:
-    git(repo, "branch", "feature/x")
+def test_two_repositories_with_the_same_branch(cli: Cli, repo: Path, tmp_path: Path) -> None:
+    """Two VMs at once, for `main` of two repositories: each repository's
+    commands reach only its own VM, and `up` with settings in one never
+    takes over the other's (it used to rewrite and start it)."""
+    other = make_repo(tmp_path / "other")
     a = cli("create", "--json", cwd=repo).json()
-    b = cli("create", "--branch", "feature/x", "--json", cwd=repo).json()
-    assert a["name"] != b["name"]
-    ports = {a["ssh_port"], a["agent_port"], b["ssh_port"], b["agent_port"]}
-    assert len(ports) == 4
-
+    a_cfg = (cli.state_dir / "vms" / a["name"] / "vm.json").read_text()
+    free = [free_port(), free_port()]
     errors: list[AssertionError] = []
 
-    def start(target: str) -> None:
+    def run(*args: str, cwd: Path) -> None:
         try:
-            cli("start", target, cwd=repo)
+            cli(*args, cwd=cwd)
         except AssertionError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=start, args=(t,)) for t in ("main", "feature/x")]
+    pinned = ("--memory", "1024", "--pin", "--ssh-port", str(free[0]), "--port", str(free[1]))
+    threads = [
+        threading.Thread(target=run, args=("start",), kwargs={"cwd": repo}),
+        threading.Thread(
+            target=run, args=("up", "--branch", "main", *pinned), kwargs={"cwd": other}
+        ),
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
 
-    rows = {r["branch"]: r for r in cli("list", "--json", cwd=repo).json()["vms"]}
-    assert rows["main"]["state"] == rows["feature/x"]["state"] == "running"
+    b = status(cli, other, "main")
+    assert b["name"] != a["name"] and b["repo"] == str(other)
+    assert (b["ssh_port"], b["agent_port"]) == (free[0], free[1])
+    assert json.loads((cli.state_dir / "vms" / a["name"] / "vm.json").read_text()) == json.loads(
+        a_cfg
+    )  # A's VM untouched by B's `up`
+    rows = {r["name"]: r for r in cli("list", "--json", cwd=tmp_path).json()["vms"]}
+    assert rows[a["name"]]["state"] == rows[b["name"]]["state"] == "running"
     for row in rows.values():
         assert http_get(row["agent_port"])[0] == 200
-    assert cli("shell", "feature/x", "--", "hostname", cwd=repo).stdout.strip() != ""
+    # Each repository's commands (by branch or by default) reach its own VM.
+    for cwd, mine in ((repo, a["name"]), (other, b["name"])):
+        assert status(cli, cwd)["name"] == status(cli, cwd, "main")["name"] == mine
+        assert cli("shell", "main", "--", "hostname", cwd=cwd).stdout.strip() == mine
+    # Outside both, the branch name is ambiguous: an error naming both VMs.
+    r = cli("status", "main", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and a["name"] in r.stderr and b["name"] in r.stderr, r.stderr
 
     # One VM's QEMU dies (killed, OOM): status says so, the other one runs on.
-    os.kill(rows["main"]["pid"], signal.SIGKILL)
-    crashed = status(cli, repo, "main")
+    os.kill(rows[a["name"]]["pid"], signal.SIGKILL)
+    crashed = status(cli, repo)
     assert crashed["state"] == "failed" and "exited unexpectedly" in crashed["reason"]
-    assert status(cli, repo, "feature/x")["state"] == "running"
-    assert cli("shell", "feature/x", "--", "true", cwd=repo).returncode == 0
+    assert status(cli, other)["state"] == "running"
+    assert cli("shell", "--", "true", cwd=other).returncode == 0
 
-    cli("stop", "feature/x", cwd=repo)
-    cli("destroy", "main", cwd=repo)
-    cli("destroy", "feature/x", cwd=repo)
+    cli("stop", cwd=other)
+    cli("destroy", cwd=repo)
+    cli("destroy", b["name"], cwd=tmp_path)
 
 
 def test_destroy_refuses_unsaved_work(cli: Cli, repo: Path) -> None:

@@ -55,11 +55,9 @@ def test_guest_settings_hold_only_what_all_of_a_users_vms_share(expr: Path) -> N
     # Two VMs differing in everything per-VM get identical settings.
     other = p | {
         "name": "feature-x-99999999",
-        "branch": "feature/x",
         "stateDir": "/elsewhere",
         "sshPort": 2300,
         "agentPort": 8100,
-        "sshAuthorizedKeys": ["ssh-ed25519 BBBB other"],
         "workspace": p["workspace"] | {"hostPath": "/elsewhere/workspace"},
     }
     assert ev(expr, "guestSettings", other) == got
@@ -159,16 +157,21 @@ def test_a_declared_vm_is_a_command_line_the_cli_accepts(expr: Path) -> None:
     a = cli.build_parser().parse_args(argv)
     assert (a.verb, a.foreground, a.pin) == ("up", True, True)
     assert a.state_dir == "/var/lib/agent-vm/agent-vm" and a.no_color and a.timeout == 600
-    assert (a.branch, a.host, a.ssh_port, a.port) == ("feature/x", "127.0.0.1", 2230, 8030)
-    assert (a.memory, a.cores, a.disk_size, a.network) == (4096, 4, 20480, "none")
-    assert a.ephemeral is False and a.config == "/nix/store/x-agent-guest.nix"
+    assert (a.branch, a.host_address, a.ssh_port, a.port) == (
+        "feature/x",
+        "127.0.0.1",
+        2230,
+        8030,
+    )
+    assert (a.memory_mib, a.cores, a.disk_size_mib, a.network) == (4096, 4, 20480, "none")
+    assert a.ephemeral is False and a.user_module == "/nix/store/x-agent-guest.nix"
 
 
 def test_declared_flags_map_both_ways(expr: Path) -> None:
     vm = DECLARED | {"ephemeral": True, "config": None, "network": "open"}
     argv = ev(expr, "upArgs", {"stateDir": "/s", "vm": vm})
     a = cli.build_parser().parse_args(argv)
-    assert a.ephemeral is True and a.config is None and a.network == "open"
+    assert a.ephemeral is True and a.user_module is None and a.network == "open"
     assert a.timeout == 300  # the module's default readiness timeout
     assert "--config" not in argv
 

@@ -73,9 +73,8 @@ def evaluate(expr: Path, what: str, **argstrs: str) -> Any:
 def params(state_dir: Path | str, **over: Any) -> dict[str, Any]:
     state = str(state_dir)
     return {
-        "version": 1,
+        "version": 2,
         "name": "main-0123abcd",
-        "branch": "main",
         "stateDir": state,
         "hostAddress": "127.0.0.1",
         "sshPort": 2222,
@@ -93,7 +92,6 @@ def params(state_dir: Path | str, **over: Any) -> dict[str, Any]:
             "securityModel": "none",
         },
         "user": {"name": "dev", "uid": 1000, "gid": 1000},
-        "sshAuthorizedKeys": ["ssh-ed25519 AAAA test"],
         "userModule": None,
     } | over
 
@@ -147,13 +145,13 @@ def test_read_params_accepts_the_contract_example(expr_file: Path, tmp_path: Pat
     example = contract_example()
     got = evaluate(expr_file, "params", paramsFile=write_params(tmp_path, example))
     assert got == example
-    assert evaluate(expr_file, "supportedVersion") == example["version"] == 1
+    assert evaluate(expr_file, "supportedVersion") == example["version"] == 2
 
 
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"version": 2}, "agent-vm params: unsupported version 2"),
+        ({"version": 1}, "agent-vm params: unsupported version 1"),
         ({"sshPort": 0}, "agent-vm params: ports must be 1-65535"),
         ({"sshPort": 70000}, "agent-vm params: ports must be 1-65535"),
         ({"agentPort": "8000"}, "agent-vm params: ports must be 1-65535"),

@@ -37,6 +37,11 @@ let
     description = opt.description or null;
     hasExample = opt ? example;
     hasDefault = opt ? default || opt ? defaultText;
+    # The default's value where it is plain data (not a package or a
+    # value computed from config).
+    default =
+      let r = builtins.tryEval (builtins.toJSON (opt.default or null)); in
+      if opt ? default && r.success then builtins.fromJSON r.value else null;
     internal = opt.internal or false;
     readOnly = opt.readOnly or false;
   };
@@ -133,3 +138,30 @@ def test_declared_vm_values_are_what_the_cli_accepts(
         except ValueError:
             accepted = False
         assert bool(host.fullmatch(address)) == accepted, address
+
+
+# The declared-VM options that are VmSettings, by the name each has there.
+HOST_OPTION_SETTING = {
+    "hostAddress": "host_address",
+    "memory": "memory_mib",
+    "cores": "cores",
+    "diskSize": "disk_size_mib",
+    "network": "network",
+    "ephemeral": "ephemeral",
+    "config": "user_module",
+}
+
+
+def test_declared_vm_defaults_are_the_cli_defaults(
+    options: dict[str, list[dict[str, Any]]],
+) -> None:
+    """One set of defaults: a declared VM gets what `agent-vm create` gives."""
+    vm = {
+        o["path"].removeprefix("services.agent-vm.vms.<name>."): o
+        for o in options["host.nix"]
+        if o["path"].startswith("services.agent-vm.vms.<name>.")
+    }
+    for option, field_name in HOST_OPTION_SETTING.items():
+        default = models.VmSettings.model_fields[field_name].default
+        assert vm[option]["default"] == default, option
+    assert set(HOST_OPTION_SETTING.values()) == set(models.VmSettings.model_fields)

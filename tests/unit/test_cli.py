@@ -61,10 +61,10 @@ def plain_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["create", "--port", "70000"], ["create: argument --port", "between 1024 and 65535"]),
         (["create", "--port", "80"], ["between 1024 and 65535, not 80"]),
         (["create", "--ssh-port", "abc"], ["whole number, not 'abc'"]),
-        (["create", "--memory", "0"], ["memory (MiB) must be between 256"]),
-        (["create", "--cores", "0"], ["cores must be between 1 and 256, not 0"]),
+        (["create", "--memory", "0"], ["argument --memory: must be between 256"]),
+        (["create", "--cores", "0"], ["argument --cores: must be between 1 and 256, not 0"]),
         (["create", "--cores", "x"], ["whole number"]),
-        (["create", "--disk-size", "1"], ["disk size"]),
+        (["create", "--disk-size", "1"], ["argument --disk-size: must be between 512"]),
         (["create", "--network", "bridge"], ["invalid choice: 'bridge'"]),
         (["up", "--memory", "-5"], ["memory"]),
         (["update", "--cores", "1000"], ["cores"]),
@@ -185,7 +185,7 @@ def test_no_vm_for_the_current_branch(
     assert_error(
         run_cli(capsys, "--state-dir", str(state), "status"),
         3,
-        "no VM for the current branch",
+        "no VM for the current branch 'main'",
         "agent-vm up",
     )
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from agent_vm import cli, commands, lifecycle, store
+from agent_vm.context import Context
 from agent_vm.errors import InvalidInput
-from agent_vm.lifecycle import Context, CreateOptions
+from agent_vm.lifecycle import CreateOptions
 from agent_vm.models import VmConfig
 from agent_vm.paths import StateLayout, VmPaths
 from unit_fakes import make_repo

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_vm import gitops, keys, lifecycle, procs, store
+from agent_vm import gitops, lifecycle, params, procs, state, store, supervise
+from agent_vm.context import Context
 from agent_vm.errors import (
     AlreadyExists,
     AlreadyRunning,
@@ -28,8 +29,9 @@ from agent_vm.errors import (
     StartTimeout,
     UnsavedWork,
 )
-from agent_vm.lifecycle import Changes, Context, CreateOptions, StopTimeouts
+from agent_vm.lifecycle import Changes, CreateOptions, StopTimeouts
 from agent_vm.models import Network, Runtime, VmState
+from agent_vm.names import vm_name
 from agent_vm.paths import StateLayout, VmPaths
 from plumbum import local
 from unit_fakes import git, make_repo, run_module, spawn_exec
@@ -90,9 +92,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SETTING_KEYS = {
+    "memory": "memory_mib",
+    "cores": "cores",
+    "network": "network",
+    "ephemeral": "ephemeral",
+    "host": "host_address",
+    "disk_size": "disk_size_mib",
+}
+
+
+def _split(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Test shorthand (memory=…) into VmSettings fields and the other options."""
+    settings = {SETTING_KEYS[k]: v for k, v in kw.items() if k in SETTING_KEYS}
+    return settings, {k: v for k, v in kw.items() if k not in SETTING_KEYS}
+
+
 def create(ctx: Context, **kw: Any) -> VmPaths:
-    cfg = lifecycle.create(ctx, CreateOptions(**kw))
+    settings, rest = _split(kw)
+    cfg = lifecycle.create(ctx, CreateOptions(settings=settings, **rest))
     return ctx.layout.vm(cfg.name)
+
+
+def changes(**kw: Any) -> Changes:
+    settings, rest = _split(kw)
+    return Changes(settings=settings, **rest)
 
 
 def events(vm: VmPaths) -> list[dict[str, Any]]:
@@ -163,7 +187,7 @@ def test_interrupted_create_leaves_nothing(ctx: Context, monkeypatch: pytest.Mon
 
 
 def test_leftovers_of_a_killed_create_are_swept(ctx: Context) -> None:
-    name = lifecycle.vm_name(str(ctx.cwd), "main")
+    name = vm_name(str(ctx.cwd), "main")
     stale = ctx.layout.vms / f".{name}.creating-99999"
     (stale / "ssh").mkdir(parents=True)
     (stale / "ssh").chmod(0o500)
@@ -230,7 +254,8 @@ def test_start_writes_the_contract_params(ctx: Context, fake_nix: Path) -> None:
         8000,
     )
     assert p["workspace"]["hostPath"] == cfg.workspace and p["share"] == "9p"
-    assert p["sshAuthorizedKeys"] == [keys.public_key(vm.client_pubkey)]
+    # The client key travels by fw_cfg, not in this file.
+    assert "sshAuthorizedKeys" not in p and "branch" not in p
     if os.getuid() == 0:
         assert p["user"] == {"name": "dev", "uid": 1000, "gid": 1000}
         assert p["workspace"]["securityModel"] == "mapped-xattr"
@@ -332,7 +357,7 @@ def test_supervise_tells_systemd_ready_then_stopping(
         s.bind(str(notify))
         s.settimeout(5)
         monkeypatch.setenv("NOTIFY_SOCKET", str(notify))
-        monkeypatch.setattr(lifecycle, "SUPERVISE_POLL", 0.02)
+        monkeypatch.setattr(supervise, "POLL", 0.02)
         stopped: list[VmPaths] = []
         monkeypatch.setattr(lifecycle, "stop", lambda ctx, vm, t=None: stopped.append(vm))
         sleeps = 0
@@ -343,8 +368,8 @@ def test_supervise_tells_systemd_ready_then_stopping(
             if sleeps == 3:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(lifecycle.time, "sleep", interrupt_soon)
-        lifecycle.supervise(ctx, vm)
+        monkeypatch.setattr(supervise.time, "sleep", interrupt_soon)
+        supervise.supervise(ctx, vm)
         assert s.recv(4096).decode().splitlines() == [
             "READY=1",
             f"MAINPID={os.getpid()}",
@@ -453,7 +478,7 @@ def test_ephemeral_disk_is_dropped_at_stop(
     ctx: Context, running: tuple[VmPaths, subprocess.Popen[bytes]]
 ) -> None:
     vm, _ = running
-    lifecycle.update(ctx, vm, Changes(ephemeral=True))
+    lifecycle.update(ctx, vm, changes(ephemeral=True))
     vm.disk.write_text("guest state")
     lifecycle.stop(ctx, vm, StopTimeouts(powerdown=0.1))
     assert not vm.disk.exists()
@@ -489,7 +514,7 @@ def test_update_changes_settings_and_keeps_disk_and_workspace(ctx: Context) -> N
     (vm.workspace / "f").write_text("ws")
     new_ssh = free_port()
     cfg, restart = lifecycle.update(
-        ctx, vm, Changes(memory=4096, cores=4, ssh_port=new_ssh, network=Network.NONE)
+        ctx, vm, changes(memory=4096, cores=4, ssh_port=new_ssh, network=Network.NONE)
     )
     assert not restart
     assert (cfg.memory_mib, cfg.cores, cfg.ssh_port, cfg.network) == (4096, 4, new_ssh, "none")
@@ -502,18 +527,18 @@ def test_update_validates(ctx: Context) -> None:
     vm = create(ctx)
     other = store.load_config(create(ctx, branch="other"))
     with pytest.raises(InvalidInput):
-        lifecycle.update(ctx, vm, Changes(memory=1))
+        lifecycle.update(ctx, vm, changes(memory=1))
     with pytest.raises(InvalidInput):
-        lifecycle.update(ctx, vm, Changes(host="example.com"))
+        lifecycle.update(ctx, vm, changes(host="example.com"))
     with pytest.raises(PortUnavailable, match="another VM"):
-        lifecycle.update(ctx, vm, Changes(port=other.agent_port))
+        lifecycle.update(ctx, vm, changes(port=other.agent_port))
 
 
 def test_update_of_a_running_vm_needs_a_restart(
     ctx: Context, running: tuple[VmPaths, subprocess.Popen[bytes]]
 ) -> None:
     vm, _ = running
-    assert lifecycle.update(ctx, vm, Changes(cores=3))[1] is True
+    assert lifecycle.update(ctx, vm, changes(cores=3))[1] is True
 
 
 def test_updating_to_the_current_settings_is_no_change(
@@ -523,14 +548,14 @@ def test_updating_to_the_current_settings_is_no_change(
     already holds is no change, needs no restart and records no event."""
     vm, _ = running
     before = store.load_config(vm)
-    lifecycle.update(ctx, vm, Changes(ssh_port=before.ssh_port))  # pins it: a change
+    lifecycle.update(ctx, vm, changes(ssh_port=before.ssh_port))  # pins it: a change
     pinned = store.load_config(vm)
     assert pinned.ssh_port_pinned
     n_events = len(events(vm))
     cfg, restart = lifecycle.update(
         ctx,
         vm,
-        Changes(
+        changes(
             memory=pinned.memory_mib,
             cores=pinned.cores,
             host=pinned.host_address,
@@ -554,15 +579,15 @@ def test_reset_deletes_only_the_disk(ctx: Context) -> None:
 
 def test_workspace_share_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_VM_SHARE", "virtiofs")
-    assert lifecycle.workspace_share() == "virtiofs"
+    assert params.workspace_share() == "virtiofs"
     monkeypatch.setenv("AGENT_VM_SHARE", "9p")
-    assert lifecycle.workspace_share() == "9p"
+    assert params.workspace_share() == "9p"
     monkeypatch.setenv("AGENT_VM_SHARE", "nfs")
     with pytest.raises(InvalidInput, match="AGENT_VM_SHARE must be 9p or virtiofs"):
-        lifecycle.workspace_share()
+        params.workspace_share()
     monkeypatch.delenv("AGENT_VM_SHARE")
     with local.env(PATH="/nonexistent"):
-        assert lifecycle.workspace_share() == "9p"
+        assert params.workspace_share() == "9p"
 
 
 def test_lock_makes_a_second_command_busy(ctx: Context) -> None:
@@ -573,3 +598,96 @@ def test_lock_makes_a_second_command_busy(ctx: Context) -> None:
     # Released: it works again.
     deadline = time.monotonic() + 1
     assert lifecycle.reset(ctx, vm) is False and time.monotonic() < deadline
+
+
+# --- issue 12: supervision, interrupts, killed starters ----------------------------------
+
+
+def test_a_deliberate_stop_ends_supervision_successfully(
+    ctx: Context,
+    running: tuple[VmPaths, subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`agent-vm stop` of a VM a systemd unit supervises: the unit's
+    `up --foreground` must end with success, or Restart=on-failure would
+    start the VM again."""
+    vm, proc = running
+    monkeypatch.setattr(supervise, "POLL", 0.02)
+    stopper = threading.Thread(
+        target=lambda: lifecycle.stop(ctx, vm, StopTimeouts(powerdown=0.1, term=5, kill=5))
+    )
+    stopper.start()
+    supervise.supervise(ctx, vm)  # returns: no GuestFailed
+    stopper.join()
+    assert store.load_runtime(vm).state is VmState.STOPPED
+    assert proc.wait(timeout=5) is not None
+
+
+def test_qemu_dying_under_supervision_is_a_failure(
+    ctx: Context,
+    running: tuple[VmPaths, subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vm, proc = running
+    monkeypatch.setattr(supervise, "POLL", 0.02)
+    proc.kill()
+    proc.wait()
+    with pytest.raises(GuestFailed) as exc:
+        supervise.supervise(ctx, vm)
+    assert exc.value.exit_code == 15
+    rt = store.load_runtime(vm)
+    assert rt.state is VmState.FAILED and rt.reason == "QEMU exited while the VM was supervised"
+
+
+def test_an_interrupt_right_after_the_spawn_stops_qemu(
+    ctx: Context, fake_nix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM) between spawning the runner and the readiness
+    wait: the VM is recorded stopped, and its QEMU really is gone."""
+    vm = create(ctx)
+    real_start_time = procs.start_time
+    calls = 0
+
+    def interrupted_once_spawned(pid: int) -> int | None:
+        nonlocal calls
+        calls += 1
+        t = real_start_time(pid)
+        if pid != os.getpid() and calls == 2:  # the runner's, right after the spawn
+            raise KeyboardInterrupt
+        return t
+
+    monkeypatch.setattr(procs, "start_time", interrupted_once_spawned)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.start(ctx, vm)
+    pid = int((vm.dir / "fake-qemu.pid").read_text())
+    assert procs.wait_gone(pid, 5), "the runner was left running"
+    rt = store.load_runtime(vm)
+    assert rt.state is VmState.STOPPED and rt.pid is None
+
+
+def test_a_start_whose_agent_vm_was_killed_is_recovered(ctx: Context, fake_nix: Path) -> None:
+    """agent-vm killed with SIGKILL while starting leaves QEMU running and the
+    record "starting"; status says failed and the next start recovers it
+    (stopping the orphaned QEMU) instead of saying "already starting"."""
+    vm = create(ctx)
+    orphan = spawn_exec([sys.executable, "-c", "import time; time.sleep(60)", str(vm.dir)])
+    try:
+        store.save(
+            vm.runtime,
+            Runtime(
+                state=VmState.STARTING,
+                pid=orphan.pid,
+                pid_start_time=procs.start_time(orphan.pid),
+                starter_pid=2**22 + 7,
+            ),
+        )
+        eff, reason = state.effective(store.load_runtime(vm), vm.dir, ctx.layout.vm_lock(vm.name))
+        assert eff is VmState.FAILED and reason and "starting it is gone" in reason
+        with local.env(FAKE_NIX_MODE="fail"), pytest.raises(BuildFailed):
+            lifecycle.start(ctx, vm)
+        assert orphan.wait(timeout=5) is not None
+        assert any("recovering VM" in e["message"] for e in events(vm))
+        assert store.load_runtime(vm).state is VmState.STOPPED
+    finally:
+        orphan.kill()
+        orphan.wait()

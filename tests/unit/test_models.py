@@ -58,7 +58,6 @@ def test_params_json_uses_exactly_the_documented_keys() -> None:
 def test_params_built_from_python_names_dump_camel_case() -> None:
     params = VmParams(
         name="main-0123abcd",
-        branch="main",
         state_dir="/s/vms/main-0123abcd",
         host_address="127.0.0.1",
         ssh_port=2222,
@@ -69,7 +68,6 @@ def test_params_built_from_python_names_dump_camel_case() -> None:
         network=Network.NONE,
         workspace=WorkspaceShare(host_path="/w", security_model="mapped-xattr"),
         user=GuestUser(uid=1000, gid=1000),
-        ssh_authorized_keys=["ssh-ed25519 AAAA x"],
     )
     text = params.to_json()
     assert text.endswith("}\n")
@@ -103,7 +101,7 @@ def test_params_built_from_python_names_dump_camel_case() -> None:
         {"diskSizeMiB": 0},
         {"network": "bridge"},
         {"share": "nfs"},
-        {"version": 2},
+        {"version": 1},
         {"sshPort": "2222x"},
         {"unexpected": 1},
         {"workspace": {"hostPath": "/w", "securityModel": "passthrough"}},

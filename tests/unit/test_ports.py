@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from agent_vm import ports
 from agent_vm.errors import PortUnavailable
-from agent_vm.lifecycle import taken_ports
 from agent_vm.models import Runtime, VmState
 from agent_vm.paths import StateLayout
+from agent_vm.ports import taken_by_vms as taken_ports
 from unit_fakes import vm_config, write_vm
 
 

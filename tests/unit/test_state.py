@@ -24,7 +24,6 @@ LEGAL = {
     (S.STOPPED, S.STARTING),  # start
     (S.STARTING, S.RUNNING),  # ready
     (S.STARTING, S.FAILED),  # timeout, QEMU died
-    (S.STARTING, S.STOPPING),  # stop while starting
     (S.STARTING, S.STOPPED),  # build failed / interrupted before QEMU ran
     (S.RUNNING, S.STOPPING),  # stop
     (S.RUNNING, S.FAILED),  # QEMU killed behind our back
@@ -45,8 +44,8 @@ def test_table_matches_the_documented_lifecycle() -> None:
 @pytest.mark.parametrize(("old", "new"), sorted(LEGAL))
 def test_legal_transition(old: VmState, new: VmState) -> None:
     rt = Runtime(state=old)
-    state.transition(rt, new, "vm")
-    assert rt.state is new
+    assert state.transition(rt, new, "vm").state is new
+    assert rt.state is old  # a new record; the old one is untouched
 
 
 @pytest.mark.parametrize(("old", "new"), [p for p in ALL_PAIRS if p not in LEGAL])
@@ -116,3 +115,40 @@ def test_starting_under_anothers_lock_is_trusted(tmp_path: Path) -> None:
 def test_stopped_and_failed_are_as_recorded(tmp_path: Path, recorded: VmState) -> None:
     rt = Runtime(state=recorded, reason="why" if recorded is S.FAILED else None)
     assert state.effective(rt, tmp_path, tmp_path / "lock") == (recorded, rt.reason)
+
+
+def test_a_start_whose_agent_vm_is_gone_is_failed(live_qemu: tuple[int, int, Path]) -> None:
+    """Killed with SIGKILL while starting, agent-vm leaves QEMU running and the
+    record "starting"; its lock died with it, so that start is over."""
+    pid, start, vm_dir = live_qemu
+    rt = Runtime(state=S.STARTING, pid=pid, pid_start_time=start, starter_pid=2**22 + 1)
+    eff, reason = state.effective(rt, vm_dir, vm_dir / "lock")
+    assert eff is S.FAILED and reason is not None
+    assert "agent-vm that was starting it is gone" in reason and str(pid) in reason
+
+
+@pytest.mark.parametrize("recorded", [S.STARTING, S.STOPPING])
+def test_settle_under_our_lock_fails_an_interrupted_start_or_stop(
+    live_qemu: tuple[int, int, Path], recorded: VmState
+) -> None:
+    pid, start, vm_dir = live_qemu
+    rt = Runtime(state=recorded, pid=pid, pid_start_time=start)
+    settled = state.settle(rt, vm_dir, "vm")
+    assert settled.state is S.FAILED and settled.pid is None
+    assert settled.reason == f"the agent-vm that was {recorded.value} it is gone"
+
+
+def test_settle_keeps_a_live_running_vm(live_qemu: tuple[int, int, Path]) -> None:
+    pid, start, vm_dir = live_qemu
+    rt = Runtime(state=S.RUNNING, pid=pid, pid_start_time=start)
+    assert state.settle(rt, vm_dir, "vm") == rt
+    gone = Runtime(state=S.RUNNING, pid=pid, pid_start_time=start + 1)
+    assert state.settle(gone, vm_dir, "vm").state is S.FAILED
+
+
+def test_starting_records_the_starter() -> None:
+    rt = state.starting(Runtime(state=S.FAILED, reason="old"), "vm", 2222, 8000)
+    assert rt.state is S.STARTING and rt.reason is None and rt.pid is None
+    assert rt.starter_pid == os.getpid()
+    assert rt.starter_start_time == procs.start_time(os.getpid())
+    assert (rt.ssh_port, rt.agent_port) == (2222, 8000)

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 from agent_vm import procs, status
-from agent_vm.lifecycle import Context
+from agent_vm.context import Context
 from agent_vm.models import Runtime, StageTiming, VmState
 from agent_vm.paths import StateLayout
 from unit_fakes import make_repo, run_cli, spawn_exec, vm_config, write_vm
