@@ -775,6 +775,9 @@ def test_the_host_store_share_is_read_only(expr_file: Path, tmp_path: Path, shar
     p = params(tmp_path / "vm", share=share)
     guest = json.dumps({"hostStore": True})
     shares = evaluate(expr_file, "shares", paramsFile=write_params(tmp_path, p), guestJson=guest)
+    # The store of the Nix that evaluates: /nix/store here, a private one in
+    # the flake's python-tests check (tests/nix/private-store.sh).
+    store_dir = evaluate(expr_file, "storeDir")
     assert shares == [
         {
             "tag": "workspace",
@@ -784,16 +787,16 @@ def test_the_host_store_share_is_read_only(expr_file: Path, tmp_path: Path, shar
         },
         {
             "tag": "nix-store",
-            # The store of the Nix that evaluates (a Nix build's own is elsewhere).
-            "hostPath": evaluate(expr_file, "storeDir"),
+            "hostPath": store_dir,
             "readOnly": True,
             "securityModel": "none",
         },
     ]
     args = qemu_args(expr_file, tmp_path, p, guestJson=guest)
     if share == "9p":
-        assert "local,id=fs-nix-store,path=/nix/store,security_model=none,readonly=on" in opt_after(
-            args, "-fsdev"
+        assert (
+            f"local,id=fs-nix-store,path={store_dir},security_model=none,readonly=on"
+            in opt_after(args, "-fsdev")
         )
         assert "virtio-9p-pci,fsdev=fs-nix-store,mount_tag=nix-store" in opt_after(args, "-device")
     else:
