@@ -67,7 +67,10 @@ let
     };
     aarch64-linux = {
       machine = "virt";
-      machineOpts = [ ];
+      # virt defaults to GICv2, which KVM cannot provide on GICv3-only hosts
+      # (most current ones); max is the newest the host (or TCG) has.
+      # nixpkgs' nixos/lib/qemu-common.nix sets it for the same reason.
+      machineOpts = [ (opt "gic-version" "max") ];
       console = "ttyAMA0";
     };
   };
