@@ -113,6 +113,14 @@ class HostNotReady(AgentVmError):
     kind = "host-not-ready"
 
 
+class FlakeNotFound(AgentVmError):
+    """No agent-vm flake to build VMs from (a CLI installed without one,
+    or AGENT_VM_FLAKE naming a directory without a flake.nix)."""
+
+    exit_code = 19
+    kind = "flake-not-found"
+
+
 class Interrupted(AgentVmError):
     exit_code = 130
     kind = "interrupted"
@@ -136,5 +144,6 @@ ALL_ERRORS: tuple[type[AgentVmError], ...] = (
     StopFailed,
     CommandFailed,
     HostNotReady,
+    FlakeNotFound,
     Interrupted,
 )

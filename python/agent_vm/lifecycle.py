@@ -44,6 +44,7 @@ from .errors import (
     AlreadyRunning,
     BuildFailed,
     CorruptState,
+    FlakeNotFound,
     InvalidInput,
     MissingTool,
     NotFound,
@@ -255,7 +256,7 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
         emit(EventKind.VM_STARTING, f"starting VM {vm.name}", vm=vm.name)
         try:
             rt = _boot(ctx, vm, cfg, rt)
-        except (BuildFailed, MissingTool) as exc:
+        except (BuildFailed, FlakeNotFound, MissingTool) as exc:
             # Nothing ran: the VM is simply stopped, not failed.
             store.save(vm.runtime, state.stopped(store.load_runtime(vm), vm.name))
             emit(EventKind.VM_STOPPED, f"VM {vm.name} not started: {exc.message}", vm=vm.name)

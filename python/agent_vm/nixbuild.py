@@ -10,14 +10,15 @@ import os
 import platform
 from pathlib import Path
 
-from . import tools
-from .errors import BuildFailed
+from . import flakelock, tools
+from .errors import BuildFailed, FlakeNotFound
 from .events import REPORTER, EventKind, Severity, emit
 from .fsutil import atomic_write
 from .nixprogress import BuildProgress
 from .paths import VmPaths
 
 RUNNER_ATTR = "agent-vm-runner"
+FLAKE_ENV = "AGENT_VM_FLAKE"
 NIX_FEATURES = "nix-command flakes"
 
 _SYSTEMS = {
@@ -34,16 +35,24 @@ def host_system() -> str:
 
 def default_flake() -> str:
     """$AGENT_VM_FLAKE, else the checkout this package was installed from."""
-    env = os.environ.get("AGENT_VM_FLAKE")
+    env = os.environ.get(FLAKE_ENV)
     if env:
+        checkout = flakelock.local_checkout(env)
+        if checkout is not None and not (Path(checkout) / "flake.nix").is_file():
+            raise FlakeNotFound(
+                f"{FLAKE_ENV}={env}: there is no flake.nix in {checkout}",
+                hint=f"point {FLAKE_ENV} at a checkout of agent-vm (path:/src/agent-vm) "
+                "or at github:<owner>/agent-vm",
+            )
         return env
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "flake.nix").is_file() and (parent / "lib" / "default.nix").is_file():
             return f"path:{parent}"
-    raise BuildFailed(
-        "cannot find the agent-vm flake",
-        hint="set AGENT_VM_FLAKE (e.g. github:…/agent-vm) or run the CLI from its Nix package",
+    raise FlakeNotFound(
+        "no agent-vm flake to build VMs from: this agent-vm was installed without one",
+        hint=f"run it as 'nix run github:<owner>/agent-vm -- up', or set {FLAKE_ENV} "
+        "to the flake (github:<owner>/agent-vm, or path:/src/agent-vm for a checkout)",
     )
 
 
@@ -69,7 +78,8 @@ def build_argv(flake: str, system: str, out_link: Path) -> list[str]:
 
 def build(vm: VmPaths, flake: str | None = None) -> Path:
     """Build the runner; return its path. The out-link is the GC root."""
-    argv = build_argv(flake or default_flake(), host_system(), vm.runner_link)
+    flake = flake or default_flake()
+    argv = build_argv(flake, host_system(), vm.runner_link)
     progress = BuildProgress()
 
     def on_line(line: str) -> None:
@@ -91,6 +101,13 @@ def build(vm: VmPaths, flake: str | None = None) -> Path:
         REPORTER.clear_status()
     atomic_write(vm.build_log, res.stderr)
     if not res.ok:
+        refused = flakelock.refused_input("\n".join(progress.messages))
+        if refused is not None:
+            raise BuildFailed(
+                f"{flakelock.mismatch_message(refused)}; full log: {vm.build_log}",
+                hint=flakelock.relock_hint(flake),
+                detail=progress.failure_tail(),
+            )
         raise BuildFailed(
             f"nix build failed (exit {res.returncode}); full log: {vm.build_log}",
             detail=progress.failure_tail(),

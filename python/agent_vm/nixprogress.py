@@ -22,6 +22,11 @@ PREFIX = "@nix "
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def strip_ansi(text: str) -> str:
+    """Nix's messages without their colour codes (internal-json keeps them)."""
+    return _ANSI.sub("", text)
+
+
 def _drv_name(text: str) -> str:
     # "building '/nix/store/<hash>-name.drv'" -> "name"
     path = text.split("'")[1] if "'" in text else text
@@ -79,7 +84,7 @@ class BuildProgress:
                 self.current = None
             return True
         if action == "msg" and ev.get("level", 9) <= 1:
-            self.messages.append(_ANSI.sub("", str(ev.get("msg", ""))).rstrip())
+            self.messages.append(strip_ansi(str(ev.get("msg", ""))).rstrip())
         return False
 
     def line(self) -> str:

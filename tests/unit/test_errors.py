@@ -73,6 +73,7 @@ def test_readme_table_is_errors_py() -> None:
         (errors.StopFailed, "stop failed"),
         (errors.CommandFailed, "external command failed"),
         (errors.HostNotReady, "doctor"),
+        (errors.FlakeNotFound, "flake not found"),
         (errors.Interrupted, "interrupted"),
     ],
 )

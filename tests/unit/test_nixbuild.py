@@ -3,17 +3,19 @@ environment, and what a failing build tells the user."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import agent_vm
 import pytest
-from agent_vm import nixbuild
-from agent_vm.errors import BuildFailed, MissingTool
+from agent_vm import nixbuild, store
+from agent_vm.errors import BuildFailed, FlakeNotFound, MissingTool
+from agent_vm.models import VmState
 from agent_vm.paths import StateLayout, VmPaths
 from plumbum import local
 from pytest_subprocess import FakeProcess
-from unit_fakes import DATA, LAUNCH_ENVS, ROOT, write_fake_tool
+from unit_fakes import DATA, LAUNCH_ENVS, ROOT, make_repo, run_cli, write_fake_tool
 
 FAILED_LOG = DATA / "nix-internal-json-failed-build.txt"
 
@@ -166,14 +168,112 @@ def test_default_flake_is_the_checkout_when_unset(
     assert nixbuild.default_flake() == f"path:{checkout}"
 
 
-def test_default_flake_missing_is_a_clear_error(
+def test_default_flake_missing_is_its_own_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A pip-installed CLI has no checkout above it and no AGENT_VM_FLAKE:
+    not a failed build (exit 8) but a missing flake, with what to do."""
+    monkeypatch.delenv("AGENT_VM_FLAKE", raising=False)
+    monkeypatch.setattr(nixbuild, "__file__", str(tmp_path / "agent_vm" / "nixbuild.py"))
+    with pytest.raises(FlakeNotFound) as exc:
+        nixbuild.default_flake()
+    assert exc.value.exit_code == 19
+    assert exc.value.message == (
+        "no agent-vm flake to build VMs from: this agent-vm was installed without one"
+    )
+    assert exc.value.hint is not None
+    assert "AGENT_VM_FLAKE" in exc.value.hint and "nix run github:" in exc.value.hint
+
+
+def test_agent_vm_flake_must_name_a_flake_when_it_names_a_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for ref in (f"path:{tmp_path}", str(tmp_path), f"path:{tmp_path}?dir=x"):
+        monkeypatch.setenv("AGENT_VM_FLAKE", ref)
+        with pytest.raises(FlakeNotFound, match=f"there is no flake.nix in {tmp_path}$"):
+            nixbuild.default_flake()
+    (tmp_path / "flake.nix").write_text("{ }\n")
+    monkeypatch.setenv("AGENT_VM_FLAKE", f"path:{tmp_path}")
+    assert nixbuild.default_flake() == f"path:{tmp_path}"
+    # Remote references are Nix's to resolve.
+    monkeypatch.setenv("AGENT_VM_FLAKE", "github:example/agent-vm")
+    assert nixbuild.default_flake() == "github:example/agent-vm"
+
+
+def test_up_without_a_flake_exits_19_and_leaves_the_vm_stopped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("AGENT_VM_FLAKE", raising=False)
     monkeypatch.setattr(nixbuild, "__file__", str(tmp_path / "agent_vm" / "nixbuild.py"))
-    with pytest.raises(BuildFailed, match="cannot find the agent-vm flake") as exc:
-        nixbuild.default_flake()
-    assert exc.value.hint is not None and "AGENT_VM_FLAKE" in exc.value.hint
+    monkeypatch.setenv("AGENT_VM_ACCEL", "tcg")
+    monkeypatch.chdir(make_repo(tmp_path / "repo"))
+    state = tmp_path / "state"
+    res = run_cli(capsys, "--state-dir", str(state), "up")
+    assert res.code == 19
+    assert res.err.splitlines()[-2:] == [
+        "agent-vm: error: no agent-vm flake to build VMs from: "
+        "this agent-vm was installed without one",
+        "agent-vm: hint: run it as 'nix run github:<owner>/agent-vm -- up', or set "
+        "AGENT_VM_FLAKE to the flake (github:<owner>/agent-vm, or path:/src/agent-vm "
+        "for a checkout)",
+    ]
+    (name,) = store.vm_names(StateLayout(state))
+    assert store.load_runtime(StateLayout(state).vm(name)).state is VmState.STOPPED
+
+
+# Nix's error when a locked input's contents hash differently (NixOS/nix
+# src/libfetchers/fetchers.cc), as `nix build --log-format internal-json`
+# writes it (JSONLogger::logEI; Nix colours the format's arguments): the
+# wording of Nix 2.19 and later, then that of 2.4 to 2.18.
+_LOCKED = "github:NixOS/nixpkgs/8fd9daa3db09ced9700431c5b7ad0e8ba199b575"
+_QUERY = "?narHash=sha256-Ti%2BZBvW6yrWWAg2szExVTwCd4qOJ3KlVr1tFHfyfi8Q%3D"
+_LOCK_HASH = "sha256-Ti+ZBvW6yrWWAg2szExVTwCd4qOJ3KlVr1tFHfyfi8Q="
+_GOT_HASH = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+_ERROR = "\x1b[31;1merror:\x1b[0m"
+
+
+def _arg(text: str) -> str:
+    return f"\x1b[35;1m{text}\x1b[0m"
+
+
+def _nix_error(text: str) -> str:
+    raw = text.rsplit(f"{_ERROR} ", maxsplit=1)[-1]
+    msg = {"action": "msg", "level": 0, "msg": text, "raw_msg": raw}
+    return "@nix " + json.dumps(msg, ensure_ascii=False) + "\n"
+
+
+NAR_MISMATCH_LOGS = [
+    _nix_error(
+        f"{_ERROR}\n       … while updating the lock file of flake 'path:/src/agent-vm'\n\n"
+        f"       {_ERROR} NAR hash mismatch in input '{_arg(_LOCKED + _QUERY)}', "
+        f"expected '{_arg(_LOCK_HASH)}' but got '{_arg(_GOT_HASH)}'"
+    ),
+    _nix_error(
+        f"{_ERROR} NAR hash mismatch in input '{_arg(_LOCKED + _QUERY)}' "
+        f"({_arg('/nix/store/00000000000000000000000000000000-source')}), "
+        f"expected '{_arg(_LOCK_HASH)}', got '{_arg(_GOT_HASH)}'"
+    ),
+]
+
+
+@pytest.mark.parametrize("log", NAR_MISMATCH_LOGS, ids=["nix-2.19+", "nix-2.4-2.18"])
+def test_a_refused_narhash_says_how_to_relock(fp: FakeProcess, tmp_path: Path, log: str) -> None:
+    vm = vm_paths(tmp_path)
+    checkout = tmp_path / "agent-vm"
+    flake = f"path:{checkout}"
+    argv = nixbuild.build_argv(flake, nixbuild.host_system(), vm.runner_link)
+    fp.register(argv, stderr=log, returncode=1)
+    with pytest.raises(BuildFailed) as exc:
+        nixbuild.build(vm, flake)
+    assert exc.value.message == (
+        f"Nix refuses the agent-vm flake's lock: {_LOCKED} does not have the narHash "
+        f"flake.lock records; full log: {vm.build_log}"
+    )
+    assert exc.value.hint == (
+        "re-lock nixpkgs with your Nix: 'nix flake lock --update-input nixpkgs' "
+        f"in {checkout} (README: Re-locking nixpkgs)"
+    )
+    assert exc.value.detail is not None and "NAR hash mismatch in input" in exc.value.detail
 
 
 @pytest.mark.parametrize(
