@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import accel, ports, procs, store, tools
+from . import accel, flakelock, nixbuild, nixhost, ports, procs, store, tools
 from .context import Context
-from .errors import AgentVmError
+from .errors import AgentVmError, FlakeNotFound
 from .models import AGENT_PORT_START, SSH_PORT_START, VmState
 from .paths import StateLayout
 
@@ -69,22 +69,101 @@ def check_tool(name: str, argv: list[str], pattern: str, blocking: bool = True) 
     )
 
 
-def check_nix() -> Check:
-    c = check_tool("nix", ["nix", "--version"], r"(\d+\.\d+[\w.]*)")
-    if not c.ok:
-        c.fix = "install Nix (https://nixos.org/download)"
-        return c
-    major, minor = (int(x) for x in c.detail.split()[1].split(".")[:2])
-    if (major, minor) < (2, 4):
+def check_nix() -> tuple[Check, nixhost.NixVersion | None]:
+    need = ".".join(map(str, nixhost.NIXPKGS_MIN_NIX))
+    if not tools.have("nix"):
         return Check(
             name="nix",
             ok=False,
             blocking=True,
-            detail=f"{c.detail}: no flakes",
-            fix="upgrade Nix to 2.4 or newer",
+            detail="nix not found on PATH",
+            fix=f"install Nix {need} or newer (https://nixos.org/download)",
+        ), None
+    v = nixhost.version()
+    if v is None:
+        return Check(
+            name="nix",
+            ok=False,
+            blocking=True,
+            detail="nix did not report a version",
+            fix="check that 'nix --version' runs",
+        ), None
+    if not v.new_enough:
+        return Check(
+            name="nix",
+            ok=False,
+            blocking=True,
+            detail=f"nix {v.number}: the pinned nixpkgs (nixos-25.11) needs Nix {need} "
+            "or newer (its lib/minfeatures.nix)",
+            fix=f"upgrade Nix to {need} or newer (https://nixos.org/download)",
+        ), v
+    return Check(name="nix", ok=True, blocking=True, detail=f"nix {v.number}"), v
+
+
+def check_nix_features(v: nixhost.NixVersion | None) -> Check:
+    """Not blocking: agent-vm passes --extra-experimental-features itself."""
+    name = "nix-features"
+    off = nixhost.disabled_features(v) if v is not None else None
+    if v is None or off is None:
+        return Check(
+            name=name, ok=False, blocking=False, detail="not checked: no working nix --version"
         )
-    c.detail += " (flakes available; agent-vm enables nix-command and flakes per call)"
-    return c
+    if not off:
+        return Check(name=name, ok=True, blocking=False, detail="nix-command and flakes are on")
+    return Check(
+        name=name,
+        ok=False,
+        blocking=False,
+        detail=f"{' and '.join(off)} {'is' if len(off) == 1 else 'are'} off in your Nix "
+        "configuration: agent-vm turns them on for its own calls, but "
+        "'nix run .#agent-vm' and 'nix flake check' need them",
+        fix="add 'experimental-features = nix-command flakes' to ~/.config/nix/nix.conf "
+        "(NixOS: nix.settings.experimental-features), or pass "
+        "--extra-experimental-features 'nix-command flakes' to those commands",
+    )
+
+
+def check_flake() -> tuple[Check, str | None]:
+    try:
+        flake = nixbuild.default_flake()
+    except FlakeNotFound as exc:
+        return Check(name="flake", ok=False, blocking=True, detail=exc.message, fix=exc.hint), None
+    env = os.environ.get(nixbuild.FLAKE_ENV)
+    source = nixbuild.FLAKE_ENV if env else "the checkout agent-vm runs from"
+    return Check(name="flake", ok=True, blocking=True, detail=f"{flake} (from {source})"), flake
+
+
+def check_flake_inputs(flake: str | None, v: nixhost.NixVersion | None) -> Check:
+    """Fetches what the first `up` would (nixpkgs: ~50 MB the first time)."""
+    name = "flake-inputs"
+    if flake is None or v is None or not v.new_enough:
+        return Check(
+            name=name,
+            ok=False,
+            blocking=False,
+            detail="not checked: needs the flake and a new enough Nix (above)",
+        )
+    got = nixhost.fetch_inputs(flake)
+    if got.ok:
+        inputs = ", ".join(got.inputs) or "none"
+        return Check(
+            name=name, ok=True, blocking=True, detail=f"fetched, narHash as locked: {inputs}"
+        )
+    if got.refused is not None:
+        return Check(
+            name=name,
+            ok=False,
+            blocking=True,
+            detail=flakelock.mismatch_message(got.refused),
+            fix=flakelock.relock_hint(flake),
+        )
+    return Check(
+        name=name,
+        ok=False,
+        blocking=True,
+        detail=f"nix flake archive failed: {got.error}",
+        fix=f"run 'nix flake archive {flake}' to see why (network? a private flake?)",
+    )
 
 
 def check_kvm() -> tuple[list[Check], str]:
@@ -239,7 +318,14 @@ def check_stale(layout: StateLayout) -> Check:
 
 
 def run(ctx: Context) -> DoctorReport:
-    checks: list[Check] = [check_nix()]
+    nix, version = check_nix()
+    flake, flake_ref = check_flake()
+    checks: list[Check] = [
+        nix,
+        check_nix_features(version),
+        flake,
+        check_flake_inputs(flake_ref, version),
+    ]
     steps: list[Callable[[], Check]] = [
         lambda: check_tool("qemu", [QEMU, "--version"], r"version (\d+\.\d+\.\d+)"),
         lambda: check_tool("qemu-img", ["qemu-img", "--version"], r"version (\d+\.\d+\.\d+)"),

@@ -354,7 +354,7 @@ def test_missing_nix_on_start(tmp_path: Path) -> None:
         (bindir / tool).symlink_to(_which(tool))
     repo = make_repo(tmp_path / "repo")
     state = tmp_path / "s"
-    env = {"PATH": str(bindir), "AGENT_VM_FLAKE": "path:/nonexistent"}
+    env = {"PATH": str(bindir), "AGENT_VM_FLAKE": "github:example/agent-vm"}
     res = run_module("--state-dir", str(state), "create", cwd=repo, env=env)
     assert res.code == 0, res.err
     res = run_module("--state-dir", str(state), "start", cwd=repo, env=env)
@@ -377,7 +377,7 @@ def test_start_failure_is_one_error_line(
     bindir = repo.parent / "bin"
     bindir.mkdir()
     (bindir / "git").symlink_to(_which("git"))
-    monkeypatch.setenv("AGENT_VM_FLAKE", "path:/nonexistent")
+    monkeypatch.setenv("AGENT_VM_FLAKE", "github:example/agent-vm")
     with local.env(PATH=str(bindir)):
         res = run_cli(capsys, "--state-dir", str(state), "start")
     assert_error(res, 9, "'nix' was not found on PATH")

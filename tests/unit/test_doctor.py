@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from agent_vm import accel, doctor
+from agent_vm import accel, doctor, nixbuild
 from agent_vm.doctor import DoctorReport
 from agent_vm.paths import StateLayout
 from plumbum import local
@@ -47,6 +47,33 @@ def fake_qemu_dir(tmp_path: Path) -> Iterator[Path]:
     bindir.mkdir()
     with local.env(PATH=f"{bindir}:{os.environ['PATH']}"):
         yield bindir
+
+
+def fake_nix(
+    bindir: Path,
+    version: str = "nix (Nix) 2.31.2",
+    config: str = "experimental-features = flakes nix-command",
+    archive: str = 'echo \'{"path":"/nix/store/a-source","inputs":{"nixpkgs":{}}}\'',
+) -> None:
+    """`nix` answering doctor's three questions: --version, show-config
+    (features), flake archive (fetching the flake's inputs)."""
+    write_fake_tool(
+        bindir,
+        "nix",
+        f"""case "$*" in
+  --version) echo '{version}' ;;
+  show-config|*" show-config") printf '%s\\n' '{config}' ;;
+  *"flake archive --json "*) {archive} ;;
+  *) echo "unexpected: $*" >&2; exit 99 ;;
+esac
+""",
+    )
+
+
+@pytest.fixture
+def good_nix(fake_qemu_dir: Path) -> Path:
+    fake_nix(fake_qemu_dir)
+    return fake_qemu_dir
 
 
 def test_kvm_probe_failing_qemu_means_tcg(kvm_node: Path, fake_qemu_dir: Path) -> None:
@@ -133,6 +160,7 @@ def test_doctor_json_validates(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     kvm_node: Path,
+    good_nix: Path,
     fake_qemu_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -168,7 +196,8 @@ def test_doctor_without_nix_fails_with_exit_18(
     jsonschema.validate(json.loads(res.out), schema(capsys, "doctor"))
     assert not report.ok
     nix = next(c for c in report.checks if c.name == "nix")
-    assert not nix.ok and nix.blocking and nix.fix == "install Nix (https://nixos.org/download)"
+    assert not nix.ok and nix.blocking
+    assert nix.fix == "install Nix 2.18 or newer (https://nixos.org/download)"
     assert report.accelerator == "kvm"
 
 
@@ -176,6 +205,7 @@ def test_doctor_human_output(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     kvm_node: Path,
+    good_nix: Path,
     fake_qemu_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -185,3 +215,161 @@ def test_doctor_human_output(
     assert "[warn] kvm: KVM unusable, using TCG" in res.out
     assert "accelerator: tcg" in res.out
     assert "Traceback" not in res.err
+
+
+# --- Nix: version, features, the flake and its inputs --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "ok"),
+    [
+        ("nix (Nix) 2.8.0", False),
+        ("nix (Nix) 2.17.1", False),
+        ("nix (Nix) 2.18.0", True),
+        ("nix (Nix) 2.31.2", True),
+        ("nix (Determinate Nix 3.8.2) 2.30.1", True),
+        ("nix (Lix, like Nix) 2.91.1", True),
+    ],
+)
+def test_nix_must_be_as_new_as_the_pinned_nixpkgs_needs(
+    fake_qemu_dir: Path, line: str, ok: bool
+) -> None:
+    """nixos-25.11's lib/minfeatures.nix asks for 2.18; flakes alone
+    (2.4) are not enough."""
+    fake_nix(fake_qemu_dir, version=line)
+    check, version = doctor.check_nix()
+    assert version is not None and version.line == line
+    assert check.ok is ok and check.blocking
+    if not ok:
+        assert check.detail == (
+            f"nix {version.number}: the pinned nixpkgs (nixos-25.11) needs Nix 2.18 or newer"
+            " (its lib/minfeatures.nix)"
+        )
+        assert check.fix == "upgrade Nix to 2.18 or newer (https://nixos.org/download)"
+
+
+@pytest.mark.parametrize(
+    ("config", "off"),
+    [
+        ("experimental-features = flakes nix-command", []),
+        ("experimental-features = nix-command", ["flakes"]),
+        ("experimental-features = ", ["nix-command", "flakes"]),
+    ],
+)
+def test_doctor_says_which_experimental_features_are_off(
+    fake_qemu_dir: Path, config: str, off: list[str]
+) -> None:
+    fake_nix(fake_qemu_dir, config=config)
+    _, version = doctor.check_nix()
+    check = doctor.check_nix_features(version)
+    assert check.ok is (off == []) and not check.blocking
+    if off:
+        assert check.detail.startswith(
+            " and ".join(off) + (" is off" if len(off) == 1 else " are off")
+        )
+        assert check.fix is not None and "experimental-features = nix-command flakes" in check.fix
+
+
+def test_without_nix_command_show_config_itself_fails(fake_qemu_dir: Path) -> None:
+    """Nix's own refusal (here Nix 2.18's wording) tells that nix-command
+    is off; asked again with it on, Nix tells about flakes."""
+    write_fake_tool(
+        fake_qemu_dir,
+        "nix",
+        """case "$*" in
+  --version) echo 'nix (Nix) 2.18.1' ;;
+  show-config) echo "error: experimental Nix feature 'nix-command' is disabled;"\
+" use '--extra-experimental-features nix-command' to override" >&2; exit 1 ;;
+  "--extra-experimental-features nix-command show-config")
+    echo 'experimental-features = nix-command' ;;
+  *) exit 99 ;;
+esac
+""",
+    )
+    _, version = doctor.check_nix()
+    check = doctor.check_nix_features(version)
+    assert check.detail.startswith("nix-command and flakes are off in your Nix configuration")
+
+
+def test_determinate_nix_has_them_stable(fake_qemu_dir: Path) -> None:
+    fake_nix(fake_qemu_dir, version="nix (Determinate Nix 3.8.2) 2.30.1", config="")
+    _, version = doctor.check_nix()
+    assert doctor.check_nix_features(version).ok
+
+
+def test_the_flake_check_and_its_inputs(
+    fake_qemu_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    checkout = tmp_path / "agent-vm"
+    checkout.mkdir()
+    (checkout / "flake.nix").write_text("{ }\n")
+    monkeypatch.setenv("AGENT_VM_FLAKE", f"path:{checkout}")
+    fake_nix(fake_qemu_dir)
+    flake, ref = doctor.check_flake()
+    assert flake.ok and flake.detail == f"path:{checkout} (from AGENT_VM_FLAKE)"
+    _, version = doctor.check_nix()
+    inputs = doctor.check_flake_inputs(ref, version)
+    assert inputs.ok and inputs.blocking and inputs.detail == "fetched, narHash as locked: nixpkgs"
+
+
+def test_no_flake_blocks_and_its_inputs_are_not_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_qemu_dir: Path
+) -> None:
+    monkeypatch.delenv("AGENT_VM_FLAKE", raising=False)
+    monkeypatch.setattr(nixbuild, "__file__", str(tmp_path / "agent_vm" / "nixbuild.py"))
+    fake_nix(fake_qemu_dir, archive="exit 99")
+    flake, ref = doctor.check_flake()
+    assert not flake.ok and flake.blocking and ref is None
+    assert flake.detail.startswith("no agent-vm flake to build VMs from")
+    assert flake.fix is not None and "AGENT_VM_FLAKE" in flake.fix
+    _, version = doctor.check_nix()
+    inputs = doctor.check_flake_inputs(ref, version)
+    assert not inputs.ok and inputs.detail.startswith("not checked")
+
+
+# `nix flake archive`'s stderr when the lock's narHash is not what this Nix
+# computes (Nix 2.19+ wording, NixOS/nix src/libfetchers/fetchers.cc).
+NAR_MISMATCH = (
+    "error:\n       … while updating the lock file of flake 'path:/src/agent-vm'\n\n"
+    "       error: NAR hash mismatch in input 'github:NixOS/nixpkgs/"
+    "8fd9daa3db09ced9700431c5b7ad0e8ba199b575?narHash=sha256-Ti%2BZBvW6yrWWAg2szExVTwCd4qOJ3KlVr1tFHfyfi8Q%3D'"
+    ", expected 'sha256-Ti+ZBvW6yrWWAg2szExVTwCd4qOJ3KlVr1tFHfyfi8Q=' but got "
+    "'sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='"
+)
+
+
+def test_a_refused_narhash_is_explained(
+    fake_qemu_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    checkout = tmp_path / "agent-vm"
+    checkout.mkdir()
+    (checkout / "flake.nix").write_text("{ }\n")
+    monkeypatch.setenv("AGENT_VM_FLAKE", f"path:{checkout}")
+    (tmp_path / "stderr").write_text(NAR_MISMATCH)
+    fake_nix(fake_qemu_dir, archive=f"cat '{tmp_path}/stderr' >&2; exit 1")
+    _, version = doctor.check_nix()
+    check = doctor.check_flake_inputs(doctor.check_flake()[1], version)
+    assert not check.ok and check.blocking
+    assert check.detail == (
+        "Nix refuses the agent-vm flake's lock: github:NixOS/nixpkgs/"
+        "8fd9daa3db09ced9700431c5b7ad0e8ba199b575 does not have the narHash flake.lock records"
+    )
+    assert check.fix == (
+        "re-lock nixpkgs with your Nix: 'nix flake lock --update-input nixpkgs' "
+        f"in {checkout} (README: Re-locking nixpkgs)"
+    )
+
+
+def test_another_fetch_failure_shows_nixs_error(fake_qemu_dir: Path) -> None:
+    fake_nix(
+        fake_qemu_dir,
+        archive="echo 'error: unable to download https://github.com/x: "
+        "Couldn'\\''t resolve host name' >&2; exit 1",
+    )
+    _, version = doctor.check_nix()
+    check = doctor.check_flake_inputs("github:example/agent-vm", version)
+    assert not check.ok and check.blocking
+    assert check.detail == (
+        "nix flake archive failed: error: unable to download https://github.com/x: "
+        "Couldn't resolve host name"
+    )
