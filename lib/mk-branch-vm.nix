@@ -30,13 +30,27 @@ let
   valid = runnerLib.validateParams params;
   userModule = valid.userModule or null;
 
+  # What the CLI sets in the guest. The user's ids, the share type and its
+  # tag must match what the runner gives QEMU, so their options are internal
+  # and a --config module that sets one fails with a conflict naming this
+  # file. The mount point is the user's to change: a default.
+  settings = runnerLib.guestSettings valid;
+  cliSettings = {
+    _file = "agent-vm's parameters file (lib/mk-branch-vm.nix)";
+    nixpkgs.hostPlatform = system;
+    agent-vm = {
+      inherit (settings) user;
+      workspace = {
+        inherit (settings.workspace) share tag;
+        mountPoint = nixpkgs.lib.mkDefault settings.workspace.mountPoint;
+      };
+    };
+  };
+
   nixos = nixpkgs.lib.nixosSystem {
     modules = [
       guestModule
-      {
-        nixpkgs.hostPlatform = system;
-        agent-vm = runnerLib.guestSettings valid;
-      }
+      cliSettings
     ]
     ++ (if userModule == null then [ ] else [ (/. + userModule) ])
     ++ modules;

@@ -115,15 +115,17 @@ in
         type = types.strMatching "[a-z_][a-z0-9_-]{0,31}";
         default = "dev";
         example = "agent";
+        internal = true; # the CLI logs in as this user
         description = ''
           The guest user the agent works as and SSH logs in as. It owns the
-          workspace.
+          workspace. Set by the CLI.
         '';
       };
       uid = mkOption {
         type = idType;
         default = 1000;
         example = 1001;
+        internal = true; # the CLI's share ownership depends on it
         description = ''
           The guest user's uid. The CLI sets it to the host user's uid, so
           files in the shared workspace have the same owner on both sides
@@ -134,6 +136,7 @@ in
         type = idType;
         default = 1000;
         example = 100;
+        internal = true; # as uid
         description = ''
           The guest user's primary gid, the host user's gid. gid 100 is
           NixOS's `users` group, which the guest user then joins.
@@ -157,10 +160,12 @@ in
         ];
         default = "9p";
         example = "virtiofs";
+        internal = true; # the runner's QEMU devices must match it
         description = ''
           How the workspace (and, with `store.source = "host"`, the host
-          store) is shared: virtiofs is faster and needs a virtiofsd on the
-          host, which the runner starts; 9p needs nothing but QEMU.
+          store) is shared, as the CLI chose: virtiofs is faster and needs
+          a virtiofsd on the host, which the runner starts; 9p needs
+          nothing but QEMU.
         '';
       };
       mountPoint = mkOption {

@@ -1,5 +1,5 @@
 # Just enough of a nixpkgs flake for evaluating agent-vm's flake.nix here,
-# where there is no nixpkgs: `lib.genAttrs`, a `lib.nixosSystem` that
+# where there is no nixpkgs: `lib.genAttrs`, `lib.mkDefault`, a `lib.nixosSystem` that
 # records the modules it is given and answers with a fixed
 # `system.build.agentVm`, and per-system package sets whose packages are
 # /stub/… paths. Nothing is built.
@@ -33,6 +33,12 @@ in
   outPath = "/stub/nixpkgs";
   lib = {
     inherit genAttrs;
+    # nixpkgs' representation of a definition's priority (lib/modules.nix).
+    mkDefault = content: {
+      _type = "override";
+      priority = 1000;
+      inherit content;
+    };
     getExe = drv: "${drv.calledPackage}/bin/agent-vm";
     nixosSystem =
       { modules }:

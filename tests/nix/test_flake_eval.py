@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 from agent_vm import nixbuild
+from module_options import options
 from nix_eval import ROOT, NixError, contract_example, nix_instantiate, write_expr
+
+__all__ = ["options"]  # the fixture
 
 STUB = Path(__file__).with_name("stub-nixpkgs.nix")
 SYSTEMS = ["aarch64-linux", "x86_64-linux"]
@@ -153,13 +156,54 @@ def test_the_guest_gets_the_guest_module_and_the_shared_settings(
     modules = ev(expr, "modulesGiven", _params(tmp_path))
     assert modules[0] == ev(expr, "guestModule") == str(ROOT / "modules" / "guest.nix")
     assert modules[1] == {
+        "_file": "agent-vm's parameters file (lib/mk-branch-vm.nix)",
         "nixpkgs": {"hostPlatform": "x86_64-linux"},
         "agent-vm": {
             "user": {"name": "dev", "uid": 1000, "gid": 1000},
-            "workspace": {"share": "9p", "tag": "workspace", "mountPoint": "/workspace"},
+            "workspace": {
+                "share": "9p",
+                "tag": "workspace",
+                "mountPoint": {"_type": "override", "priority": 1000, "content": "/workspace"},
+            },
         },
     }
     assert len(modules) == 2
+
+
+def _definitions(value: Any, path: str) -> list[tuple[str, Any]]:
+    """The option definitions in a module's attribute set, by option path."""
+    if isinstance(value, dict) and "_type" not in value:
+        return [d for k, v in value.items() for d in _definitions(v, f"{path}.{k}")]
+    return [(path, value)]
+
+
+def test_what_the_cli_sets_in_the_guest_never_conflicts_with_a_users_module(
+    expr: Path, tmp_path: Path, options: dict[str, list[dict[str, Any]]]
+) -> None:
+    """A --config module may set every documented option; were the CLI's
+    setting of one at normal priority, the two would be "conflicting
+    definition values". So each of the CLI's settings is either a default
+    (mkDefault: the user's module wins) or an internal option's (the CLI's
+    alone, left out of the README)."""
+    cli = ev(expr, "modulesGiven", _params(tmp_path))[1]
+    internal = {o["path"] for o in options["guest.nix"] if o["internal"]}
+    settable = {o["path"] for o in options["guest.nix"] if not (o["internal"] or o["readOnly"])}
+    defs = _definitions(cli["agent-vm"], "agent-vm")
+    assert defs
+    for path, value in defs:
+        assert path in internal | settable, f"{path}: no such option"
+        if path in settable:
+            assert isinstance(value, dict) and value.get("_type") == "override", path
+            assert value["priority"] == 1000, path  # mkDefault
+        else:
+            assert not isinstance(value, dict), path
+    assert internal >= {
+        "agent-vm.user.name",
+        "agent-vm.user.uid",
+        "agent-vm.user.gid",
+        "agent-vm.workspace.share",
+        "agent-vm.workspace.tag",
+    }
 
 
 def test_the_users_config_module_is_imported(expr: Path, tmp_path: Path) -> None:
