@@ -119,7 +119,8 @@ in
         A file of `NAME=value` lines read when the service starts (systemd's
         `EnvironmentFile=`) and passed on to every server: the place for
         API tokens. It is read inside the guest at run time and never
-        enters the Nix store; a path under /workspace works.
+        enters the Nix store; a path under /workspace works. When it does
+        not exist the service starts without it.
       '';
     };
 
@@ -177,7 +178,10 @@ in
             inherit configFile;
           }
         );
-        EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
+        # "-": optional. A missing file (an env file under /workspace is not
+        # in a fresh branch's clone) would fail the unit, and `agent-vm up`
+        # would wait its whole timeout for an agent that never starts.
+        EnvironmentFile = mkIf (cfg.environmentFile != null) "-${cfg.environmentFile}";
         Restart = "on-failure";
         RestartSec = 2;
         NoNewPrivileges = true;

@@ -1,0 +1,61 @@
+"""Single values of the modules' `config`, evaluated without nixpkgs: the
+module is applied to a config of chosen option values and a stand-in lib
+(tests/nix/stub-lib.nix, whose mkIf keeps or drops its value), and only
+the attribute under test is forced. The full module evaluation is the
+manual tests/nix/real-lib/ harness (real nixpkgs lib) and `nix flake check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nix_eval import ROOT, evaluate_file, write_expr
+
+STUB_LIB = Path(__file__).with_name("stub-lib.nix")
+
+EXPR = r"""
+{ stubLib, module, config, path }:
+let
+  lib = import (/. + stubLib) { } // {
+    mkIf = cond: value: if cond then value else null;
+  };
+  mod = import (/. + module) {
+    inherit lib;
+    config = builtins.fromJSON config;
+    pkgs = throw "not needed for this value";
+    utils = throw "not needed for this value";
+    modulesPath = "/modules";
+  };
+in
+builtins.foldl' (v: k: v.${k}) mod.config (builtins.fromJSON path)
+"""
+
+
+@pytest.fixture(scope="module")
+def expr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_expr(tmp_path_factory.mktemp("config"), "config.nix", EXPR)
+
+
+def value(expr: Path, module: str, config: dict[str, Any], path: list[str]) -> Any:
+    return evaluate_file(
+        expr,
+        stubLib=str(STUB_LIB),
+        module=str(ROOT / "modules" / module),
+        config=json.dumps(config),
+        path=json.dumps(path),
+    )
+
+
+AGENT_UNIT = ["systemd", "services", "agent-vm-agent", "serviceConfig", "EnvironmentFile"]
+
+
+def test_the_agents_environment_file_is_optional(expr: Path) -> None:
+    """A missing file must not fail the agent unit ("-" prefix): `up`
+    would wait its whole timeout for an agent that never starts."""
+    agent = {"enable": True, "environmentFile": "/workspace/.agent-vm.env"}
+    got = value(expr, "agent-service.nix", {"agent-vm": {"agent": agent}}, AGENT_UNIT)
+    assert got == "-/workspace/.agent-vm.env"
+    agent["environmentFile"] = None
+    assert value(expr, "agent-service.nix", {"agent-vm": {"agent": agent}}, AGENT_UNIT) is None
