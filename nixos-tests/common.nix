@@ -58,14 +58,20 @@ in
           self.outPath
           pkgs.stdenvNoCC
         ]
+        # Everything of a guest the runner and the CLI's build use: the boot
+        # files, the store image, and the system and its registration, which
+        # the kernel command line names (the image's own references are not
+        # to be relied on: a compressed image would have none).
         ++ lib.concatMap (
           ids:
           let
             g = guestFor ids;
           in
-          [
+          lib.filter (p: p != null) [
             g.kernel
             g.initrd
+            g.toplevel
+            g.regInfo
             g.storeImage
           ]
         ) guests;

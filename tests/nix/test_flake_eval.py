@@ -52,6 +52,25 @@ in
     package = hostModule.programs.agent-vm.package;
   };
   app = self.apps.x86_64-linux.agent-vm.program;
+  # What the NixOS tests' machine (nixos-tests/common.nix) for a user
+  # 1000:100 has in its store.
+  testMachinePaths =
+    let
+      pkgs = nixpkgs.legacyPackages.x86_64-linux // {
+        lib = {
+          inherit (builtins) concatMap filter;
+          mkForce = x: x;
+        };
+        stdenvNoCC = "/stub/stdenv";
+        curl = "/stub/curl";
+        git = "/stub/git";
+        jq = "/stub/jq";
+      };
+      common = import (/. + root + "/nixos-tests/common.nix") { inherit pkgs self nixpkgs; };
+    in
+    ((common.machine { guests = [ { uid = 1000; gid = 100; } ]; }) {
+      config.system.nixos.release = "25.11";
+    }).virtualisation.additionalPaths;
 }.${what}
 """
 
@@ -246,3 +265,20 @@ def test_flake_lock_pins_nixos_25_11() -> None:
 
 def test_flake_inputs_match_the_lock(expr: Path) -> None:
     assert ev(expr, "inputs") == {"nixpkgs": {"url": "github:NixOS/nixpkgs/nixos-25.11"}}
+
+
+def test_the_offline_test_machine_has_every_guest_path_it_boots(expr: Path) -> None:
+    """The NixOS tests' machine has no network: what the runner boots (kernel,
+    initrd, store image) and what its command line names (the system's
+    toplevel and its registration) must be in its store from the start."""
+    paths = ev(expr, "testMachinePaths")
+    assert paths[:3] == ["/stub/nixpkgs", str(ROOT), "/stub/stdenv"]
+    assert sorted(paths[3:]) == sorted(
+        [
+            "/stub/kernel/bzImage",
+            "/stub/initrd/initrd",
+            "/stub/toplevel",
+            "/stub/reginfo",
+            "/stub/store.erofs",
+        ]
+    )
