@@ -32,7 +32,7 @@ in
   inherit (runner) runnerScript;
   inherit (guest) guestSettings kernelCmdline qemuBinary;
   inherit (agent) mcpProxyConfig mcpProxyArgs healthPath;
-  inherit (hostUnits) upArgs;
+  inherit (hostUnits) upArgs portClashes;
 
   /**
     The runner derivation: `bin/run-agent-vm` for one branch VM.

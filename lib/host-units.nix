@@ -55,4 +55,46 @@
           (toString vm.config)
         ]
     );
+
+  /**
+    The host ports of declared VMs that would clash when bound: the same
+    port on the same address, or on any address when either is 0.0.0.0
+    (which binds every address). One message per clashing pair.
+
+    Type: portClashes :: attrsOf { hostAddress, sshPort, agentPort, ... } -> [string]
+
+    Example: portClashes { a = { hostAddress = "0.0.0.0"; sshPort = 2222; agentPort = 8000; };
+                           b = { hostAddress = "127.0.0.1"; sshPort = 2222; agentPort = 8001; }; }
+      => [ "a's sshPort (0.0.0.0:2222) and b's sshPort (127.0.0.1:2222)" ]
+  */
+  portClashes =
+    vms:
+    let
+      bindings = builtins.concatMap (
+        name:
+        map
+          (what: {
+            inherit name what;
+            address = vms.${name}.hostAddress;
+            port = vms.${name}.${what};
+          })
+          [
+            "sshPort"
+            "agentPort"
+          ]
+      ) (builtins.attrNames vms);
+      n = builtins.length bindings;
+      at = builtins.elemAt bindings;
+      overlap =
+        a: b:
+        a.port == b.port
+        && (a.address == b.address || a.address == "0.0.0.0" || b.address == "0.0.0.0");
+      show = b: "${b.name}'s ${b.what} (${b.address}:${toString b.port})";
+      pairs = builtins.concatLists (
+        builtins.genList (i: builtins.genList (d: [ (at i) (at (i + d + 1)) ]) (n - i - 1)) n
+      );
+    in
+    map (p: "${show (builtins.head p)} and ${show (builtins.elemAt p 1)}") (
+      builtins.filter (p: overlap (builtins.head p) (builtins.elemAt p 1)) pairs
+    );
 }

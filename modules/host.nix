@@ -197,14 +197,7 @@ let
 
   vmUsers = lib.unique (lib.mapAttrsToList (_: vm: vm.user) cfg.vms);
 
-  # Every host address:port the declared VMs bind, for the clash assertion.
-  allPorts = lib.concatMap (
-    vm:
-    map (p: "${vm.hostAddress}:${toString p}") [
-      vm.sshPort
-      vm.agentPort
-    ]
-  ) (lib.attrValues cfg.vms);
+  portClashes = agentLib.portClashes cfg.vms;
 in
 {
   options.programs.agent-vm = {
@@ -264,12 +257,9 @@ in
     (mkIf (cfg.vms != { }) {
       assertions = [
         {
-          assertion = lib.all (vm: vm.sshPort != vm.agentPort) (lib.attrValues cfg.vms);
-          message = "services.agent-vm.vms: a VM's sshPort and agentPort must differ.";
-        }
-        {
-          assertion = lib.length allPorts == lib.length (lib.unique allPorts);
-          message = "services.agent-vm.vms: two VMs use the same host address and port.";
+          # At evaluation, not when the second unit fails to bind.
+          assertion = portClashes == [ ];
+          message = "services.agent-vm.vms: host ports clash: ${lib.concatStringsSep "; " portClashes}.";
         }
       ];
 

@@ -27,6 +27,7 @@ in
   mcpProxyArgs = lib.mcpProxyArgs arg;
   healthPath = lib.healthPath;
   upArgs = lib.upArgs arg;
+  portClashes = lib.portClashes arg;
 }.${what}
 """
 
@@ -207,3 +208,34 @@ def test_the_checks_parameters_are_valid(tmp_path: Path) -> None:
     checked = evaluate_file(expr, root=str(ROOT))
     assert [p["name"] for p in checked] == ["startup-shutdown", "prebuilt"]
     assert checked[0]["workspace"]["hostPath"] == "/build/vm/workspace"
+
+
+def _vm(address: str, ssh: int, agent: int) -> dict[str, Any]:
+    return {"hostAddress": address, "sshPort": ssh, "agentPort": agent}
+
+
+def test_port_clashes_between_declared_vms(expr: Path) -> None:
+    """What the host module's assertion refuses: 0.0.0.0 binds every
+    address, so it clashes with any address on the same port."""
+    assert ev(expr, "portClashes", {}) == []
+    apart = {"a": _vm("127.0.0.1", 2222, 8000), "b": _vm("127.0.0.1", 2223, 8001)}
+    assert ev(expr, "portClashes", apart) == []
+    # The same port on two different specific addresses is fine.
+    two_addresses = {"a": _vm("127.0.0.1", 2222, 8000), "b": _vm("127.0.0.2", 2222, 8000)}
+    assert ev(expr, "portClashes", two_addresses) == []
+    wildcard = {"a": _vm("0.0.0.0", 2222, 8000), "b": _vm("127.0.0.1", 2222, 8001)}
+    assert ev(expr, "portClashes", wildcard) == [
+        "a's sshPort (0.0.0.0:2222) and b's sshPort (127.0.0.1:2222)"
+    ]
+    crossed = {"a": _vm("127.0.0.1", 2222, 8000), "b": _vm("0.0.0.0", 8000, 2223)}
+    assert ev(expr, "portClashes", crossed) == [
+        "a's agentPort (127.0.0.1:8000) and b's sshPort (0.0.0.0:8000)"
+    ]
+    same = {"a": _vm("10.0.0.1", 2222, 8000), "b": _vm("10.0.0.1", 2230, 8000)}
+    assert ev(expr, "portClashes", same) == [
+        "a's agentPort (10.0.0.1:8000) and b's agentPort (10.0.0.1:8000)"
+    ]
+    # One VM's own two ports.
+    assert ev(expr, "portClashes", {"a": _vm("127.0.0.1", 2222, 2222)}) == [
+        "a's sshPort (127.0.0.1:2222) and a's agentPort (127.0.0.1:2222)"
+    ]
