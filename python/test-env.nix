@@ -13,5 +13,6 @@ python3.withPackages (
     jsonschema
     mypy
     mcp
+    flake8
   ]
 )

@@ -7,6 +7,9 @@ manual tests/nix/real-lib/ harness (real nixpkgs lib) and `nix flake check`."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,23 @@ def test_the_agents_environment_file_is_optional(expr: Path) -> None:
     assert got == "-/workspace/.agent-vm.env"
     agent["environmentFile"] = None
     assert value(expr, "agent-service.nix", {"agent-vm": {"agent": agent}}, AGENT_UNIT) is None
+
+
+def test_the_workspace_server_passes_the_check_its_build_runs() -> None:
+    """agent-service.nix builds modules/agent/workspace_server.py with
+    nixpkgs' writers.writePython3Bin, which runs flake8 over it and fails
+    the build on any finding. It passes `--ignore` with the module's
+    flakeIgnore, which replaces flake8's default ignore list (so W503 and
+    W504 both apply): ruff's checks are not this one."""
+    module = (ROOT / "modules" / "agent-service.nix").read_text()
+    (ignore,) = re.findall(r"flakeIgnore = \[([^]]*)\]", module)
+    codes = ",".join(re.findall(r'"(\w+)"', ignore))
+    server = ROOT / "modules" / "agent" / "workspace_server.py"
+    res = subprocess.run(
+        [sys.executable, "-m", "flake8", "--show-source", "--ignore", codes, str(server)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert codes == "E501"
+    assert res.returncode == 0, res.stdout + res.stderr
