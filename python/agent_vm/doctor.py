@@ -103,10 +103,16 @@ def check_nix() -> tuple[Check, nixhost.NixVersion | None]:
 def check_nix_features(v: nixhost.NixVersion | None) -> Check:
     """Not blocking: agent-vm passes --extra-experimental-features itself."""
     name = "nix-features"
-    off = nixhost.disabled_features(v) if v is not None else None
-    if v is None or off is None:
+    if v is None:
+        return Check(name=name, ok=False, blocking=False, detail="not checked: no working nix")
+    off = nixhost.disabled_features(v)
+    if off is None:
         return Check(
-            name=name, ok=False, blocking=False, detail="not checked: no working nix --version"
+            name=name,
+            ok=False,
+            blocking=False,
+            detail="not checked: 'nix show-config' did not answer",
+            fix="run 'nix show-config' to see why",
         )
     if not off:
         return Check(name=name, ok=True, blocking=False, detail="nix-command and flakes are on")

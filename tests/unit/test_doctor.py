@@ -373,3 +373,20 @@ def test_another_fetch_failure_shows_nixs_error(fake_qemu_dir: Path) -> None:
         "nix flake archive failed: error: unable to download https://github.com/x: "
         "Couldn't resolve host name"
     )
+
+
+def test_features_unknown_when_nix_does_not_say(fake_qemu_dir: Path) -> None:
+    write_fake_tool(
+        fake_qemu_dir,
+        "nix",
+        """case "$*" in
+  --version) echo 'nix (Nix) 2.24.1' ;;
+  *) echo 'error: cannot open the Nix database' >&2; exit 1 ;;
+esac
+""",
+    )
+    _, version = doctor.check_nix()
+    check = doctor.check_nix_features(version)
+    assert not check.ok and not check.blocking
+    assert check.detail == "not checked: 'nix show-config' did not answer"
+    assert doctor.check_nix_features(None).detail == "not checked: no working nix"
