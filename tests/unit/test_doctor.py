@@ -297,13 +297,17 @@ def test_determinate_nix_has_them_stable(fake_qemu_dir: Path) -> None:
     assert doctor.check_nix_features(version).ok
 
 
-def test_the_flake_check_and_its_inputs(
-    fake_qemu_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    checkout = tmp_path / "agent-vm"
-    checkout.mkdir()
-    (checkout / "flake.nix").write_text("{ }\n")
-    monkeypatch.setenv("AGENT_VM_FLAKE", f"path:{checkout}")
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory with a flake.nix that AGENT_VM_FLAKE names."""
+    path = tmp_path / "agent-vm"
+    path.mkdir()
+    (path / "flake.nix").write_text("{ }\n")
+    monkeypatch.setenv("AGENT_VM_FLAKE", f"path:{path}")
+    return path
+
+
+def test_the_flake_check_and_its_inputs(fake_qemu_dir: Path, checkout: Path) -> None:
     fake_nix(fake_qemu_dir)
     flake, ref = doctor.check_flake()
     assert flake.ok and flake.detail == f"path:{checkout} (from AGENT_VM_FLAKE)"
@@ -339,12 +343,8 @@ NAR_MISMATCH = (
 
 
 def test_a_refused_narhash_is_explained(
-    fake_qemu_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fake_qemu_dir: Path, checkout: Path, tmp_path: Path
 ) -> None:
-    checkout = tmp_path / "agent-vm"
-    checkout.mkdir()
-    (checkout / "flake.nix").write_text("{ }\n")
-    monkeypatch.setenv("AGENT_VM_FLAKE", f"path:{checkout}")
     (tmp_path / "stderr").write_text(NAR_MISMATCH)
     fake_nix(fake_qemu_dir, archive=f"cat '{tmp_path}/stderr' >&2; exit 1")
     _, version = doctor.check_nix()
