@@ -212,6 +212,18 @@ def test_pinned_port_taken_is_a_clear_error(cli: Cli, repo: Path) -> None:
         squatter.close()
 
 
+def _wait_until_mapped(pid: int, library: str, timeout: float = 30.0) -> None:
+    """Until `library` is in the process's memory map (or it has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if library in Path(f"/proc/{pid}/maps").read_text():
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.002)
+
+
 def test_interrupted_create_leaves_no_half_vm(cli: Cli, repo: Path) -> None:
     outcomes = set()
     for i in range(15):
@@ -223,11 +235,13 @@ def test_interrupted_create_leaves_no_half_vm(cli: Cli, repo: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        # From 0.1 s: between the interpreter's start and entry.py's first
-        # statement (site and the console script's imports, a few ms on an
-        # idle machine) Python's own handler prints a traceback that no code
-        # of ours can prevent; what is ours starts after it.
-        time.sleep(0.1 + 0.04 * i)
+        # Between the interpreter's start and entry.py's first statement
+        # (site and the console script's imports) Python's own handler
+        # prints a traceback that no code of ours can prevent. What is ours
+        # starts after it: wait until the CLI is importing its modules
+        # (pydantic's core library is mapped), however slow the machine.
+        _wait_until_mapped(p.pid, "pydantic_core")
+        time.sleep(0.04 * i)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
         assert "Traceback" not in err
