@@ -8,8 +8,9 @@
 let
   strings = import ./strings.nix { };
   params = import ./params.nix { };
-  qemuArgs = import ./qemu-args.nix { inherit strings; };
-  runner = import ./runner-script.nix { inherit strings qemuArgs; };
+  egress = import ./egress.nix { inherit strings; };
+  qemuArgs = import ./qemu-args.nix { inherit strings egress; };
+  runner = import ./runner-script.nix { inherit strings qemuArgs egress; };
   guest = import ./guest.nix { };
   agent = import ./agent.nix { };
   hostUnits = import ./host-units.nix { };
@@ -30,6 +31,15 @@ in
     credentials
     ;
   inherit (runner) runnerScript;
+  egress = {
+    inherit (egress)
+      guestAddress
+      guestPort
+      credentials
+      socket
+      files
+      ;
+  };
   inherit (guest) guestSettings kernelCmdline qemuBinary;
   inherit (agent) mcpProxyConfig mcpProxyArgs healthPath;
   inherit (hostUnits) upArgs portClashes;

@@ -10,8 +10,8 @@
     Type: upArgs :: { stateDir, vm, timeout ? 300 } -> [string]
 
     `vm` is a `services.agent-vm.vms.<name>` value: `{ branch, hostAddress,
-    sshPort, agentPort, memory, cores, diskSize, network, ephemeral,
-    config }` (`config` a path or null).
+    sshPort, agentPort, memory, cores, diskSize, network, allow ? [ ],
+    ephemeral, config }` (`config` a path or null).
   */
   upArgs =
     {
@@ -46,6 +46,22 @@
       vm.network
       (if vm.ephemeral then "--ephemeral" else "--no-ephemeral")
     ]
+    ++ (
+      if vm.network != "allow" then
+        [ ]
+      else if (vm.allow or [ ]) == [ ] then
+        # The exact list, even when empty (nothing allowed): no --allow at
+        # all would mean "keep the VM's list".
+        [
+          "--allow-file"
+          "/dev/null"
+        ]
+      else
+        builtins.concatMap (p: [
+          "--allow"
+          p
+        ]) vm.allow
+    )
     ++ (
       if vm.config == null then
         [ ]

@@ -7,6 +7,9 @@
   nixpkgs,
   guestModule,
   runnerLib ? import ./. { },
+  # system -> the egress proxy program (the agent-vm package's
+  # agent-vm-egress), for VMs with network = "allow".
+  egressEngine ? system: throw "agent-vm: mkBranchVM needs egressEngine for network = \"allow\"",
 }:
 /**
   The runner derivation (`bin/run-agent-vm`) of one branch VM.
@@ -75,6 +78,10 @@ let
     qemuImg = "${pkgs.qemu_kvm}/bin/qemu-img";
     mkfsExt4 = "${pkgs.e2fsprogs}/bin/mkfs.ext4";
     virtiofsd = "${pkgs.virtiofsd}/bin/virtiofsd";
+    egress = {
+      relay = "${pkgs.socat}/bin/socat";
+      engine = egressEngine system;
+    };
     shell = pkgs.runtimeShell;
     inherit (pkgs) writeScriptBin;
   };

@@ -69,8 +69,9 @@ let
       ok = builtins.elem p.network [
         "open"
         "none"
+        "allow"
       ];
-      msg = "network must be \"open\" or \"none\"";
+      msg = "network must be \"open\", \"none\" or \"allow\"";
     }
     {
       ok = builtins.elem p.share [

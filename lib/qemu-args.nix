@@ -2,9 +2,10 @@
 # needs only builtins, so tests evaluate it with `nix-instantiate --eval`
 # and assert on every flag that matters for safety (forwards bound to the
 # chosen host address, restrict=on, the share's security model).
-{ strings }:
+{ strings, egress }:
 let
   inherit (strings) qemuOpts;
+  egressLib = egress;
 
   # One `key=value` of a QEMU option list (see strings.qemuOpts).
   opt = name: value: { inherit name value; };
@@ -149,13 +150,15 @@ rec {
 
     `guest` is `{ kernel, initrd, cmdline, storeImage ? null,
     hostStore ? false, diskBackingFile ? null, rootFormat ? null,
-    extraQemuArgs ? [ ] }`.
+    extraQemuArgs ? [ ] }`. `egress` is `{ relay, engine }` (program
+    paths), needed for `params.network = "allow"` (lib/egress.nix).
   */
   qemuArgs =
     {
       params,
       guest,
       hostSystem ? "x86_64-linux",
+      egress ? null,
     }:
     let
       arch =
@@ -163,11 +166,19 @@ rec {
       p = statePaths params.stateDir;
       virtiofs = params.share == "virtiofs";
       storeImage = guest.storeImage or null;
+      allow = params.network == "allow";
+      egressPrograms =
+        if egress == null then
+          throw "agent-vm: network = \"allow\" needs egress.relay and egress.engine"
+        else
+          egress;
       netdev = qemuOpts "user" (
         [ (opt "id" "net0") ]
         ++ (
           if params.network == "none" then
             [ (opt "restrict" "on") ]
+          else if allow then
+            egressLib.netdevOpts { inherit (egressPrograms) relay; }
           else
             [ ]
         )
@@ -280,5 +291,6 @@ rec {
         (opt "file" p.authorizedKeys)
       ])
     ]
+    ++ (if allow then egressLib.fwCfgArgs params.stateDir else [ ])
     ++ (guest.extraQemuArgs or [ ]);
 }

@@ -3,9 +3,14 @@
 # foreground. In 9p mode it `exec`s QEMU, so the runner's pid is QEMU's;
 # with virtiofs it stays as QEMU's parent to start and reap one virtiofsd
 # per share, which needs no systemd and no root.
-{ strings, qemuArgs }:
+{
+  strings,
+  qemuArgs,
+  egress,
+}:
 let
   inherit (strings) escapeShellArg escapeShellArgs;
+  egressLib = egress;
 
   # The commands that make a missing disk. A NixOS guest gets an empty ext4 file
   # system made here on the host (no formatting logic in its initrd); the
@@ -80,7 +85,8 @@ in
     Arguments: `params`, `guest` (see qemuArgs), `hostSystem`, `qemu` and
     `qemuImg` (program paths), `mkfsExt4` (path, needed when
     `guest.rootFormat = "ext4"`), `virtiofsd` (path, needed for
-    `params.share = "virtiofs"`), `shell` (interpreter for the shebang).
+    `params.share = "virtiofs"`), `shell` (interpreter for the shebang),
+    `egress` (`{ relay, engine }`, needed for `params.network = "allow"`).
   */
   runnerScript =
     {
@@ -92,10 +98,28 @@ in
       mkfsExt4 ? null,
       virtiofsd ? null,
       shell ? "/bin/sh",
+      egress ? null,
     }:
     let
       p = qemuArgs.statePaths params.stateDir;
-      args = qemuArgs.qemuArgs { inherit params guest hostSystem; };
+      args = qemuArgs.qemuArgs {
+        inherit
+          params
+          guest
+          hostSystem
+          egress
+          ;
+      };
+      startEngine =
+        if params.network != "allow" then
+          ""
+        else if egress == null then
+          throw "agent-vm: network = \"allow\" needs egress.relay and egress.engine"
+        else
+          egressLib.startEngine {
+            inherit (egress) engine;
+            inherit (params) stateDir;
+          };
       shares = qemuArgs.shares { inherit params guest; };
       qemuCmd = "${escapeShellArg qemu} ${escapeShellArgs args} \"$@\"";
       virtiofs = params.share == "virtiofs";
@@ -135,6 +159,7 @@ in
         *) echo "run-agent-vm: AGENT_VM_ACCEL must be auto, kvm or tcg, not '$accel'" >&2; exit 2 ;;
       esac
     ''
+    + startEngine
     + (
       if !virtiofs then
         ''
@@ -147,7 +172,9 @@ in
         in
         ''
           vfs_pids=""
-          trap 'kill $vfs_pids 2>/dev/null || true' EXIT
+          # The egress proxy would also go with its parent (this shell); at
+          # once is better.
+          trap 'kill $vfs_pids ''${egress_pid:-} 2>/dev/null || true' EXIT
           # From here on a signal must not kill this shell outright: it would
           # leave virtiofsd and QEMU running. Remember it; QEMU is told once
           # its pid is known (and is never started after it).

@@ -107,6 +107,7 @@ in
   imports = [
     (modulesPath + "/profiles/minimal.nix")
     ./agent-service.nix
+    ./egress.nix
   ];
 
   options.agent-vm = {

@@ -97,14 +97,34 @@ let
       };
       network = mkOption {
         type = types.enum [
+          "allow"
           "open"
           "none"
         ];
-        default = "open";
-        example = "none";
+        default = "allow";
+        example = "open";
         description = ''
-          Outbound network: `open` (NAT) or `none` (QEMU's restrict=on: no
-          outbound traffic; the forwarded ports still work).
+          Outbound network: `allow` (only to {option}`allow`, through the
+          VM's egress proxy, which can add credentials the guest never
+          sees: `agent-vm secret add`), `open` (NAT, anywhere) or `none`
+          (nothing). Enforced by QEMU on the host (restrict=on); the
+          forwarded ports work in every mode.
+        '';
+      };
+      allow = mkOption {
+        type = types.listOf (types.strMatching "[*a-zA-Z0-9.:-]+");
+        default = [ "cache.nixos.org" ];
+        example = [
+          "api.anthropic.com"
+          "*.github.com"
+          "github.com"
+          "registry.npmjs.org:443"
+        ];
+        description = ''
+          With `network = "allow"`: where the guest may connect. A name,
+          `*.suffix` (not the bare suffix), optionally `:port` (without
+          one: 443 and 80). Anything else gets a 403 that says how to
+          allow it. A secret's domains are allowed as well.
         '';
       };
       ephemeral = mkOption {

@@ -33,6 +33,9 @@ python3Packages.buildPythonApplication {
     pydantic
     platformdirs
     argcomplete
+    # The egress proxy's engine (bin/agent-vm-egress, which the runners of
+    # network = "allow" VMs start). Imported only by that program.
+    mitmproxy
   ];
 
   # The unit tests live in the repository's tests/ (flake check
