@@ -18,7 +18,7 @@ from .commands import COMMANDS
 from .context import Context
 from .errors import AgentVmError
 from .events import REPORTER
-from .models import AGENT_PORT_START, PORT_RANGE, SSH_PORT_START, VmSettings
+from .models import AGENT_PORT_START, DEFAULT_ALLOW, PORT_RANGE, SSH_PORT_START, VmSettings
 from .paths import StateLayout, check_state_dir, default_state_dir
 
 DEFAULT_TIMEOUT = 120.0
@@ -122,12 +122,73 @@ def _port_args(p: argparse.ArgumentParser, update: bool) -> None:
     )
 
 
+def _allow_args(p: argparse.ArgumentParser, update: bool) -> None:
+    """The egress allowlist (with --network allow): a list, so not a VmSettings flag."""
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="PATTERN",
+        help="with --network allow: a name or *.suffix, optionally :port (default ports 443 "
+        "and 80); repeat for more; replaces the list"
+        + ("" if update else f" (default {' '.join(DEFAULT_ALLOW)})"),
+    )
+    p.add_argument(
+        "--allow-file", metavar="PATH", help="allowlist patterns, one a line (# comments)"
+    )
+    if update:
+        p.add_argument(
+            "--add-allow", action="append", default=[], metavar="PATTERN", help="add to the list"
+        )
+        p.add_argument(
+            "--remove-allow",
+            action="append",
+            default=[],
+            metavar="PATTERN",
+            help="remove from the list",
+        )
+
+
+def _secret_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "secret", help="credentials the VM's proxy adds on the way out (the guest never has them)"
+    )
+    verbs = p.add_subparsers(dest="secret_verb", metavar="ACTION", required=True)
+    add = verbs.add_parser(
+        "add",
+        usage="agent-vm secret add [BRANCH] NAME --domain PATTERN… [--header H] "
+        "(--from-file PATH | --from-env VAR)",
+        help="add or replace a secret",
+    )
+    add.add_argument("words", nargs="+", metavar="[BRANCH] NAME", help="NAME: the guest's variable")
+    add.add_argument(
+        "--domain",
+        action="append",
+        required=True,
+        metavar="PATTERN",
+        help="where the secret may go (allowlist syntax); repeat for more",
+    )
+    add.add_argument("--header", help="set this request header to the value on those domains")
+    source = add.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--from-file", metavar="PATH", help="read the value from PATH at each start"
+    )
+    source.add_argument("--from-env", metavar="VAR", help="store the value of $VAR now (0600)")
+    rm = verbs.add_parser(
+        "remove", usage="agent-vm secret remove [BRANCH] NAME", help="remove a secret"
+    )
+    rm.add_argument("words", nargs="+", metavar="[BRANCH] NAME")
+    ls = verbs.add_parser("list", help="the VM's secrets (names, domains, sources; never values)")
+    _target(ls)
+    ls.add_argument("--json", action="store_true")
+
+
 def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--branch", "-b", help="branch to make the VM for (default: current)"
     ).completer = complete_branches  # type: ignore[attr-defined]
     _settings_args(p, update=False)
     _port_args(p, update=False)
+    _allow_args(p, update=False)
     p.add_argument("--workspace", help="share this existing directory instead of a per-branch copy")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -211,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _target(p)
     _settings_args(p, update=True)
     _port_args(p, update=True)
+    _allow_args(p, update=True)
     p = sub.add_parser("reset", help="delete the VM's disk, keep config and workspace")
     _target(p)
     p = sub.add_parser("destroy", help="stop the VM and delete it and its workspace")
@@ -232,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="serial log, and the agent service journal when up")
     _target(p)
     p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--network", action="store_true", help="the egress proxy's decisions instead")
+    p.add_argument("--json", action="store_true", help="with --network: JSON lines")
+    _secret_parser(sub)
     p = sub.add_parser("doctor", help="check this host: nix, KVM, tools, ports, state dir")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("schema", help="print the JSON schema of a --json output")

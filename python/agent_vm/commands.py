@@ -18,6 +18,8 @@ from pydantic import BaseModel
 
 from . import lifecycle, ssh, state, status, store, targets, tools
 from .context import Context
+from .egress import patterns as egress_patterns
+from .egress import verbs as egress_verbs
 from .errors import HostNotReady, InvalidInput, NotRunning
 from .events import Event, warn
 from .lifecycle import Changes, CreateOptions, StopTimeouts
@@ -61,6 +63,20 @@ def _given_settings(a: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _allowlist(a: argparse.Namespace) -> list[str] | None:
+    """--allow and --allow-file together; None when neither was given."""
+    if a.allow is None and a.allow_file is None:
+        return None
+    patterns = list(a.allow or [])
+    if a.allow_file is not None:
+        try:
+            text = Path(a.allow_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"--allow-file {a.allow_file}: {exc}") from None
+        patterns += egress_patterns.read_file(text)
+    return patterns
+
+
 def _create_options(a: argparse.Namespace) -> CreateOptions:
     return CreateOptions(
         branch=a.branch,
@@ -69,6 +85,7 @@ def _create_options(a: argparse.Namespace) -> CreateOptions:
         ssh_port=a.ssh_port,
         pin=a.pin,
         workspace=Path(a.workspace) if a.workspace else None,
+        allow=_allowlist(a),
     )
 
 
@@ -127,6 +144,9 @@ def _changes(a: argparse.Namespace, ports: bool) -> Changes:
         settings=_given_settings(a),
         port=a.port if ports else None,
         ssh_port=a.ssh_port if ports else None,
+        allow=_allowlist(a),
+        add_allow=getattr(a, "add_allow", []),
+        remove_allow=getattr(a, "remove_allow", []),
     )
 
 
@@ -240,6 +260,10 @@ def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
 
 def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     vm = targets.resolve(ctx, a.target)
+    if a.network:
+        return egress_verbs.network_logs(vm, a.follow, a.json)
+    if a.json:
+        raise InvalidInput("--json goes with --network")
     cfg = store.load_config(vm)
     rt = store.load_runtime(vm)
     current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
@@ -321,4 +345,5 @@ COMMANDS = {
     "logs": cmd_logs,
     "doctor": cmd_doctor,
     "schema": cmd_schema,
+    "secret": egress_verbs.cmd_secret,
 }

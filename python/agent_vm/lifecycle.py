@@ -39,6 +39,8 @@ from . import (
     tools,
 )
 from .context import Context
+from .egress import process as egress_process
+from .egress import setup as egress_setup
 from .errors import (
     AlreadyExists,
     AlreadyRunning,
@@ -56,8 +58,10 @@ from .events import REPORTER, EventKind, Severity, emit, warn
 from .fsutil import atomic_write, ensure_private_dir
 from .models import (
     AGENT_PORT_START,
+    DEFAULT_ALLOW,
     PORT_RANGE,
     SSH_PORT_START,
+    Network,
     Runtime,
     StageTiming,
     VmConfig,
@@ -79,6 +83,8 @@ class CreateOptions:
     ssh_port: int | None = None
     pin: bool = False
     workspace: Path | None = None
+    # The egress allowlist (--allow, --allow-file); None: the default list.
+    allow: list[str] | None = None
 
 
 @dataclass
@@ -88,6 +94,9 @@ class Changes:
     settings: Mapping[str, object] = field(default_factory=dict)
     port: int | None = None
     ssh_port: int | None = None
+    allow: list[str] | None = None  # the whole list
+    add_allow: list[str] = field(default_factory=list)
+    remove_allow: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -132,6 +141,8 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
     _check_port_flags(("--port", opts.port), ("--ssh-port", opts.ssh_port))
     if opts.workspace is not None and not opts.workspace.is_dir():
         raise InvalidInput(f"--workspace {opts.workspace} is not a directory")
+    allow = list(DEFAULT_ALLOW) if opts.allow is None else opts.allow
+    allow = egress_setup.check_patterns(allow, "--allow")
     repo = gitops.repo_root(ctx.cwd)
     checkout = gitops.resolve(repo, opts.branch)
     name = vm_name(str(repo), checkout.branch)
@@ -188,6 +199,7 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
                     agent_port=agent_port,
                     ssh_port_pinned=pin_ssh is not None,
                     agent_port_pinned=pin_agent is not None,
+                    allow=allow,
                     created_at=datetime.now(UTC),
                 )
                 store.save(tmp.config, cfg)
@@ -226,6 +238,8 @@ def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
     if cfg is not None and cfg.ephemeral:
         with contextlib.suppress(FileNotFoundError):
             vm.disk.unlink()
+    # Gone with its QEMU already; this is for one that outlived it.
+    egress_process.stop(vm.dir)
 
 
 def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
@@ -250,6 +264,8 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
             if changed:
                 cfg = cfg.model_copy(update=changed)
                 store.save(vm.config, cfg)
+        if cfg.network == Network.ALLOW:
+            egress_setup.prepare(vm.dir, cfg, ctx.layout.root)
         atomic_write(vm.params, params.for_vm(vm, cfg).to_json())
         rt = state.starting(rt, vm.name, cfg.ssh_port, cfg.agent_port)
         store.save(vm.runtime, rt)
@@ -447,6 +463,9 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
         upd: dict[str, object] = {
             k: v for k, v in new.model_dump().items() if v != getattr(current, k)
         }
+        allow = egress_setup.edit_allowlist(cfg.allow, ch)
+        if allow is not None and allow != cfg.allow:
+            upd["allow"] = allow
         new_ssh = _new_pin(ch.ssh_port, cfg.ssh_port, cfg.ssh_port_pinned)
         new_agent = _new_pin(ch.port, cfg.agent_port, cfg.agent_port_pinned)
         running = state.alive(rt, vm.dir)
@@ -467,6 +486,8 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
         elif upd:
             cfg = _save_changes(vm, cfg, upd)
         if upd:
+            # A running proxy applies a new allowlist at once.
+            egress_setup.refresh(vm.dir, ctx.layout.root)
             if "host_address" in upd and not ipaddress.ip_address(cfg.host_address).is_loopback:
                 warn(
                     f"binding the VM's ports to {cfg.host_address} exposes SSH and the agent "
@@ -479,7 +500,8 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
                 severity=Severity.NOTICE,
                 vm=vm.name,
             )
-        return cfg, bool(upd) and running
+        # The allowlist applies live; everything else at the next start.
+        return cfg, bool(set(upd) - {"allow"}) and running
 
 
 def _new_pin(wanted: int | None, current: int, pinned: bool) -> int | None:

@@ -4,6 +4,11 @@
 * `Runtime`   -> `<vm>/runtime.json` what is running now (start/stop/status)
 * `VmParams`  -> `<vm>/params.json`  what Nix reads to build the runner
                                      (camelCase, see docs/contract.md)
+* `Secrets`   -> `<vm>/egress/secrets.json`   which secrets the proxy injects
+                                     (names, domains, sources; never values)
+* `EgressConfig` -> `<vm>/egress/config.json` what the egress proxy enforces
+* `EngineRuntime` -> `<vm>/egress/engine.json` the running proxy's pid
+* `NetworkDecision` -> `<vm>/egress/network.log` one JSON line per decision
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class _Strict(BaseModel):
 class Network(StrEnum):
     OPEN = "open"
     NONE = "none"
+    # Only through the VM's egress proxy, to the names on its allowlist.
+    ALLOW = "allow"
 
 
 class VmState(StrEnum):
@@ -62,6 +69,11 @@ def check_host(value: str) -> str:
         raise ValueError("only IPv4 host addresses are supported")
     return str(addr)
 
+
+# A new VM's egress allowlist when none is given: the guest's own package
+# manager works (its Nix substituter), nothing else. docs/architecture.md
+# ("Decisions") says why.
+DEFAULT_ALLOW = ("cache.nixos.org",)
 
 # Where the search for a free port starts when the user gives none.
 SSH_PORT_START = 2222
@@ -96,8 +108,10 @@ class VmSettings(_Strict):
         json_schema_extra={"flag": "--ephemeral"},
     )
     network: Network = Field(
-        default=Network.OPEN,
-        description="outbound network: open (NAT) or none (no outbound traffic)",
+        # Locked down: docs/architecture.md ("Decisions") says why.
+        default=Network.ALLOW,
+        description="outbound network: allow (only the allowlist, through the VM's egress "
+        "proxy), open (NAT, anything) or none (nothing)",
         json_schema_extra={"flag": "--network"},
     )
     user_module: str | None = Field(
@@ -143,7 +157,18 @@ class VmConfig(VmSettings):
     agent_port: Port
     ssh_port_pinned: bool = False
     agent_port_pinned: bool = False
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Egress allowlist for network=allow (--allow; update: --add-allow)",
+    )
     created_at: datetime
+
+    @field_validator("allow")
+    @classmethod
+    def _valid_patterns(cls, value: list[str]) -> list[str]:
+        from .egress.patterns import parse  # noqa: PLC0415 - a leaf module, no cycle
+
+        return [str(parse(p)) for p in value]
 
     def settings(self) -> VmSettings:
         return VmSettings.model_validate(self.model_dump(include=set(VmSettings.model_fields)))
@@ -237,3 +262,91 @@ class VmParams(_Camel):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+
+# --- egress: the per-VM proxy (agent_vm.egress) -------------------------------
+
+# An environment variable name: what the guest sees the placeholder under.
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+# An HTTP header field name (RFC 9110 token).
+HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
+
+
+class Secret(_Strict):
+    """One credential the proxy adds on the way out; its value is never here."""
+
+    name: SecretName
+    domains: list[str] = Field(min_length=1, description="Allowlist patterns it is sent to")
+    header: HeaderName | None = Field(
+        default=None, description="Header set to the value on every request to its domains"
+    )
+    file: str | None = Field(
+        default=None,
+        description="Absolute path read at each start (--from-file); "
+        "null: the value is stored in egress/secrets/NAME (--from-env)",
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _valid_domains(cls, value: list[str]) -> list[str]:
+        from .egress.patterns import parse  # noqa: PLC0415
+
+        return [str(parse(p)) for p in value]
+
+    @field_validator("file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("the secret's file must be an absolute path")
+        return value
+
+
+class Secrets(_Strict):
+    """`<vm>/egress/secrets.json`: the VM's secrets, without their values."""
+
+    version: Literal[1] = 1
+    secrets: list[Secret] = Field(default_factory=list)
+
+
+class EgressConfig(_Strict):
+    """`<vm>/egress/config.json`: written by `start`, read by the proxy."""
+
+    version: Literal[1] = 1
+    vm: str
+    branch: str
+    allow: list[str]
+    secrets: list[Secret] = Field(default_factory=list)
+    state_dir: str | None = Field(
+        default=None, description="--state-dir for the command the 403 suggests; null: default"
+    )
+
+
+class EngineRuntime(_Strict):
+    """`<vm>/egress/engine.json`: written by the proxy once it listens."""
+
+    version: Literal[1] = 1
+    pid: int
+    pid_start_time: int | None
+    started_at: datetime
+
+
+Decision = Literal["allowed", "denied", "injected"]
+
+
+class NetworkDecision(_Strict):
+    """One line of `<vm>/egress/network.log` (`agent-vm logs --network --json`)."""
+
+    time: datetime
+    method: str
+    host: str
+    port: int
+    decision: Decision
+    reason: str
+    path: str | None = None
+    status: int | None = Field(default=None, description="The upstream's (or our 403's) status")
+    bytes: int | None = Field(
+        default=None,
+        description="Bytes through the proxy both ways: request and response bodies for "
+        "HTTP, everything for a tunnel (logged when it closes); null if unknown",
+    )
+    secrets: list[str] = Field(default_factory=list, description="Names of secrets injected")

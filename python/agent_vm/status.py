@@ -5,16 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from . import health, ssh, store
 from .context import Context
 from .errors import AgentVmError
-from .models import StageTiming, VmState
+from .models import Network, StageTiming, VmState
 from .paths import VmPaths
 from .state import effective
 
 STATUS_SCHEMA_VERSION = 1
+
+
+class EgressStatus(BaseModel):
+    """The egress proxy of a running `--network allow` VM."""
+
+    proxy_running: bool
+    allowed: int = Field(description="Requests and tunnels allowed since the VM started")
+    denied: int = Field(description="Requests and CONNECTs refused since the VM started")
+    reason: str | None = Field(default=None, description="Why the guest reaches nothing")
 
 
 class VmStatus(BaseModel):
@@ -36,6 +45,8 @@ class VmStatus(BaseModel):
     repo: str | None = None
     stages: list[StageTiming] = []
     error: str | None = None
+    network: str | None = None
+    egress: EgressStatus | None = None
 
 
 class VmList(BaseModel):
@@ -75,13 +86,33 @@ def status(
         workspace=cfg.workspace,
         repo=cfg.repo,
         stages=rt.stages,
+        network=cfg.network.value,
     )
+    if running and cfg.network == Network.ALLOW:
+        st.egress = _egress(vm, rt.started_at)
     if running and rt.started_at is not None:
         st.uptime_seconds = round((datetime.now(UTC) - rt.started_at).total_seconds(), 1)
     if probe and running:
         st.ssh_reachable = ssh.login_works(vm, cfg, ssh_port, timeout=3)[0]
         st.agent_reachable = health.agent_healthy(cfg.host_address, agent_port)
     return st
+
+
+def _egress(vm: VmPaths, since: datetime | None) -> EgressStatus:
+    from .egress import netlog, process  # noqa: PLC0415 - only for allow VMs
+    from .egress.layout import EgressPaths  # noqa: PLC0415
+
+    counts = netlog.counts_since(EgressPaths(vm.dir).log, since)
+    up = process.running(vm.dir) is not None
+    return EgressStatus(
+        proxy_running=up,
+        allowed=counts.allowed,
+        denied=counts.denied,
+        reason=None
+        if up
+        else "the egress proxy is not running: the guest reaches nothing (fail closed); "
+        f"'agent-vm restart {vm.name}' starts a new one",
+    )
 
 
 def list_all(ctx: Context) -> list[VmStatus]:
@@ -114,11 +145,22 @@ def render_status(st: VmStatus) -> str:
             f"agent:     http://{st.host_address}:{st.agent_port}/ "
             f"(reachable: {yn(st.agent_reachable)})"
         )
+    if st.network:
+        lines.append(f"network:   {st.network}" + _render_egress(st.egress))
     if st.workspace:
         lines.append(f"workspace: {st.workspace}")
     if st.stages:
         lines.append("stages:    " + ", ".join(f"{s.stage} {s.seconds:.1f}s" for s in st.stages))
     return "\n".join(lines)
+
+
+def _render_egress(e: EgressStatus | None) -> str:
+    if e is None:
+        return ""
+    counts = f"{e.allowed} allowed, {e.denied} denied since start"
+    if e.proxy_running:
+        return f" (proxy running; {counts}; 'agent-vm logs --network')"
+    return f" (PROXY DOWN: {e.reason}; {counts})"
 
 
 def render_list(rows: list[VmStatus]) -> str:
