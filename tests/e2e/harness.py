@@ -104,9 +104,16 @@ def kill_processes_under(path: Path) -> list[int]:
 
 
 def base_env(flake: Path, guest: Path) -> dict[str, str]:
+    engine = os.environ.get("AGENT_VM_TEST_EGRESS_ENGINE", "")
+    if not os.access(engine, os.X_OK):
+        # New VMs default to --network allow, whose runner starts it.
+        raise AssertionError(
+            "AGENT_VM_TEST_EGRESS_ENGINE must name agent-vm-egress (./run-tests sets it)"
+        )
     return {
         "AGENT_VM_FLAKE": f"path:{flake}",
         "AGENT_VM_TEST_GUEST": str(guest),
+        "AGENT_VM_TEST_EGRESS_ENGINE": engine,
         "AGENT_VM_ACCEL": "tcg",
         "NIX_CONFIG": NIX_CONFIG,
         "NO_COLOR": "1",

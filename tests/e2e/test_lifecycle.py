@@ -54,7 +54,7 @@ def status(cli: Cli, repo: Path, target: str | None = None) -> dict:  # type: ig
 
 
 def test_full_lifecycle(cli: Cli, repo: Path) -> None:
-    created = cli("create", "--json", cwd=repo).json()
+    created = cli("create", "--network", "open", "--json", cwd=repo).json()
     name = created["name"]
     assert created["state"] == "stopped"
     assert (created["ssh_port"], created["agent_port"]) >= (2222, 8000)

@@ -12,7 +12,7 @@ import pytest
 from nix_eval import ROOT, evaluate_file, write_expr
 
 STUB_LIB = Path(__file__).with_name("stub-lib.nix")
-MODULES = ["guest.nix", "agent-service.nix", "host.nix"]
+MODULES = ["guest.nix", "agent-service.nix", "egress.nix", "host.nix"]
 
 EXPR = r"""
 { stubLib, module }:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_vm import cli, health
+from agent_vm import cli, commands, health
 from nix_eval import LIB, ROOT, NixError, contract_example, evaluate_file, write_expr
 
 EXPR = r"""
@@ -175,6 +175,22 @@ def test_declared_flags_map_both_ways(expr: Path) -> None:
     assert a.ephemeral is True and a.user_module is None and a.network == "open"
     assert a.timeout == 300  # the module's default readiness timeout
     assert "--config" not in argv
+
+
+@pytest.mark.parametrize(
+    ("allow", "expected"),
+    [
+        (["api.example.com", "*.github.com:8443"], ["api.example.com", "*.github.com:8443"]),
+        ([], []),
+    ],
+)
+def test_a_declared_allowlist_is_applied_exactly(
+    expr: Path, allow: list[str], expected: list[str]
+) -> None:
+    vm = DECLARED | {"network": "allow", "allow": allow}
+    a = cli.build_parser().parse_args(ev(expr, "upArgs", {"stateDir": "/s", "vm": vm}))
+    assert a.network == "allow"
+    assert commands._allowlist(a) == expected
 
 
 def test_the_cli_refuses_a_value_out_of_its_range(expr: Path) -> None:

@@ -158,7 +158,7 @@ def test_read_params_accepts_the_contract_example(expr_file: Path, tmp_path: Pat
         ({"guestAgentPort": -1}, "agent-vm params: ports must be 1-65535"),
         ({"agentPort": 2222}, "agent-vm params: sshPort and agentPort must differ"),
         ({"stateDir": "relative/dir"}, "agent-vm params: stateDir must be absolute"),
-        ({"network": "bridge"}, 'agent-vm params: network must be "open" or "none"'),
+        ({"network": "bridge"}, 'agent-vm params: network must be "open", "none" or "allow"'),
         ({"share": "nfs"}, 'agent-vm params: share must be "9p" or "virtiofs"'),
         ({"memoryMiB": 64}, "agent-vm params: memoryMiB >= 128 and cores >= 1 required"),
         ({"cores": 0}, "agent-vm params: memoryMiB >= 128 and cores >= 1 required"),

@@ -35,6 +35,7 @@ def test_every_option_has_a_type_a_description_and_an_example_or_default(
 def test_the_namespaces(options: dict[str, list[dict[str, Any]]]) -> None:
     assert all(o["path"].startswith("agent-vm.") for o in options["guest.nix"])
     assert all(o["path"].startswith("agent-vm.agent.") for o in options["agent-service.nix"])
+    assert all(o["path"].startswith("agent-vm.egress.") for o in options["egress.nix"])
     host = {o["path"].split(".")[0] + "." + o["path"].split(".")[1] for o in options["host.nix"]}
     assert host == {"programs.agent-vm", "services.agent-vm"}
     enable = next(o for o in options["host.nix"] if o["path"] == "programs.agent-vm.enable")
@@ -108,3 +109,5 @@ def test_declared_vm_defaults_are_the_cli_defaults(
         default = models.VmSettings.model_fields[field_name].default
         assert vm[option]["default"] == default, option
     assert set(HOST_OPTION_SETTING.values()) == set(models.VmSettings.model_fields)
+    # The allowlist is not a VmSettings field (a list with flags of its own).
+    assert vm["allow"]["default"] == list(models.DEFAULT_ALLOW)

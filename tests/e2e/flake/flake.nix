@@ -50,6 +50,10 @@
           ];
           diskBackingFile = "${guestDir}/rootfs.raw";
         };
+        egress = {
+          relay = env "AGENT_VM_TEST_RELAY" "/usr/bin/socat";
+          engine = env "AGENT_VM_TEST_EGRESS_ENGINE" (throw "AGENT_VM_TEST_EGRESS_ENGINE is not set");
+        };
         qemu = env "AGENT_VM_TEST_QEMU" "/usr/bin/qemu-system-x86_64";
         qemuImg = env "AGENT_VM_TEST_QEMU_IMG" "/usr/bin/qemu-img";
         shell = "/bin/sh";

@@ -44,6 +44,7 @@ packages=(
   systemd systemd-sysv udev dbus kmod
   linux-image-amd64 initramfs-tools
   openssh-server iproute2 busybox sudo git procps
+  curl ca-certificates
 )
 echo "build-guest: mmdebstrap $suite into $work" >&2
 mmdebstrap --mode=root --variant=apt --quiet \

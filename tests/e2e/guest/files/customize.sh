@@ -25,6 +25,9 @@ install -m 0644 "$files/10-virtio.network" "$root/etc/systemd/network/10-virtio.
 install -m 0644 "$files/modprobe-agent-vm.conf" "$root/etc/modprobe.d/agent-vm.conf"
 
 install -m 0755 "$files/agent-vm-setup" "$root/usr/local/sbin/agent-vm-setup"
+# The image's CA bundle, which agent-vm-setup extends with the egress
+# proxy's CA at boot.
+install -D -m 0644 "$root/etc/ssl/certs/ca-certificates.crt" "$root/usr/local/share/agent-vm/ca-certificates.crt"
 install -m 0755 "$files/agent-vm-agent" "$root/usr/local/sbin/agent-vm-agent"
 install -m 0644 "$files/agent-vm-setup.service" "$root/etc/systemd/system/agent-vm-setup.service"
 install -m 0644 "$files/agent-vm-agent.service" "$root/etc/systemd/system/agent-vm-agent.service"
