@@ -57,6 +57,9 @@ in
           nixpkgs.outPath
           self.outPath
           pkgs.stdenvNoCC
+          # What a --network allow runner (the default) names: its relay.
+          # The engine is the agent-vm package, installed anyway.
+          pkgs.socat
         ]
         # Everything of a guest the runner and the CLI's build use: the boot
         # files, the store image, and the system and its registration, which
