@@ -34,7 +34,7 @@
         mkBranchVM = import ./lib/mk-branch-vm.nix {
           inherit nixpkgs runnerLib;
           guestModule = self.nixosModules.guest;
-          egressEngine = system: "${self.packages.${system}.agent-vm}/bin/agent-vm-egress";
+          egressEngine = system: nixpkgs.lib.getExe' self.packages.${system}.agent-vm "agent-vm-egress";
         };
       };
 

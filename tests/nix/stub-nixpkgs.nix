@@ -18,6 +18,7 @@ let
     qemu_kvm = "/stub/qemu";
     e2fsprogs = "/stub/e2fsprogs";
     virtiofsd = "/stub/virtiofsd";
+    socat = "/stub/socat";
     runtimeShell = "/stub/bash";
     writeScriptBin = name: text: {
       type = "derivation";
@@ -40,6 +41,7 @@ in
       inherit content;
     };
     getExe = drv: "${drv.calledPackage}/bin/agent-vm";
+    getExe' = drv: name: "${drv.calledPackage}/bin/${name}";
     nixosSystem =
       { modules }:
       {

@@ -169,6 +169,15 @@ def test_a_parameters_file_becomes_a_runner(expr: Path, tmp_path: Path) -> None:
     assert "'/stub/e2fsprogs/bin/mkfs.ext4' -q -F -L agent-vm-root" in text
 
 
+def test_an_allow_runner_starts_this_flakes_engine_and_relays_through_socat(
+    expr: Path, tmp_path: Path
+) -> None:
+    text = ev(expr, "runnerText", _params(tmp_path, network="allow"))
+    engine = f"{ROOT / 'python' / 'package.nix'}/bin/agent-vm-egress"
+    assert f"'{engine}' '/home/u/.local/state/agent-vm/vms/feature-x-1a2b3c4d'" in text
+    assert "guestfwd=tcp:10.0.2.100:3128-cmd:/stub/socat/bin/socat FD:0,,shut-down" in text
+
+
 def test_the_guest_gets_the_guest_module_and_the_shared_settings(
     expr: Path, tmp_path: Path
 ) -> None:
@@ -272,8 +281,8 @@ def test_the_offline_test_machine_has_every_guest_path_it_boots(expr: Path) -> N
     initrd, store image) and what its command line names (the system's
     toplevel and its registration) must be in its store from the start."""
     paths = ev(expr, "testMachinePaths")
-    assert paths[:3] == ["/stub/nixpkgs", str(ROOT), "/stub/stdenv"]
-    assert sorted(paths[3:]) == sorted(
+    assert paths[:4] == ["/stub/nixpkgs", str(ROOT), "/stub/stdenv", "/stub/socat"]
+    assert sorted(paths[4:]) == sorted(
         [
             "/stub/kernel/bzImage",
             "/stub/initrd/initrd",
