@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, gitops, store
+from . import __version__, store
 from .commands import COMMANDS
 from .context import Context
 from .errors import AgentVmError
@@ -30,6 +30,8 @@ def _state_dir_from(parsed: argparse.Namespace) -> Path:
 
 def complete_vms(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """VM names in the state dir plus branches of the current repository."""
+    from . import gitops  # noqa: PLC0415 - only completion asks git here
+
     names = store.vm_names(StateLayout(_state_dir_from(parsed_args)))
     with contextlib.suppress(AgentVmError):
         names += gitops.branches(gitops.repo_root(Path.cwd()))
@@ -37,6 +39,8 @@ def complete_vms(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list
 
 
 def complete_branches(prefix: str, **_: Any) -> list[str]:
+    from . import gitops  # noqa: PLC0415 - only completion asks git here
+
     try:
         return [b for b in gitops.branches(gitops.repo_root(Path.cwd())) if b.startswith(prefix)]
     except AgentVmError:

@@ -2,6 +2,12 @@
 
 Results go to stdout (plain text, or JSON with --json); progress and
 warnings are events (see events.py) and go to stderr.
+
+`COMMANDS` at the end is the table of verbs. Each function imports the
+modules only it needs (lifecycle, ssh, doctor, …) inside itself: a command
+pays the start-up time of what it uses, so `status` and `list` never load
+the lifecycle, the process machinery or plumbum
+(tests/unit/test_imports.py holds them to that).
 """
 
 from __future__ import annotations
@@ -9,22 +15,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
-import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from . import lifecycle, ssh, state, status, store, targets, tools
+from . import state, status, store, targets
 from .context import Context
 from .egress import patterns as egress_patterns
 from .egress import verbs as egress_verbs
 from .errors import HostNotReady, InvalidInput, NotRunning
-from .events import Event, warn
-from .lifecycle import Changes, CreateOptions, StopTimeouts
+from .events import warn
 from .models import VmConfig, VmSettings, VmState
 from .paths import VmPaths
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .lifecycle import Changes, CreateOptions, StopTimeouts
 
 
 def _print_json(obj: object) -> None:
@@ -32,6 +39,8 @@ def _print_json(obj: object) -> None:
 
 
 def _connect_help(vm: VmPaths, cfg: VmConfig) -> str:
+    from . import ssh
+
     argv = ssh.command_argv(vm, cfg, cfg.ssh_port, None, tty=True)
     return "\n".join(
         [
@@ -78,6 +87,8 @@ def _allowlist(a: argparse.Namespace) -> list[str] | None:
 
 
 def _create_options(a: argparse.Namespace) -> CreateOptions:
+    from .lifecycle import CreateOptions
+
     return CreateOptions(
         branch=a.branch,
         settings=_given_settings(a),
@@ -90,6 +101,8 @@ def _create_options(a: argparse.Namespace) -> CreateOptions:
 
 
 def cmd_create(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     cfg = lifecycle.create(ctx, _create_options(a))
     if a.json:
         _print_json(status.as_json(status.status(ctx, ctx.layout.vm(cfg.name), probe=False)))
@@ -109,17 +122,21 @@ def _report_started(ctx: Context, vm: VmPaths, cfg: VmConfig, as_json: bool) -> 
 
 
 def cmd_start(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     vm = targets.resolve(ctx, a.target)
     cfg, _ = lifecycle.start(ctx, vm)
     _report_started(ctx, vm, cfg, a.json)
     if a.foreground:
-        from .supervise import supervise  # noqa: PLC0415 - see _schemas
+        from .supervise import supervise
 
         supervise(ctx, vm)
     return 0
 
 
 def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     # Only this repository's branch: a VM of another repository with the
     # same branch name is never taken over.
     _, vm = targets.for_branch(ctx, a.branch)
@@ -132,7 +149,7 @@ def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
         lifecycle.start(ctx, vm)
     _report_started(ctx, vm, store.load_config(vm), a.json)
     if a.foreground:
-        from .supervise import supervise  # noqa: PLC0415 - see _schemas
+        from .supervise import supervise
 
         supervise(ctx, vm)
     return 0
@@ -140,6 +157,8 @@ def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
 
 def _changes(a: argparse.Namespace, ports: bool) -> Changes:
     """The settings given on an `update` or `up` command line."""
+    from .lifecycle import Changes
+
     return Changes(
         settings=_given_settings(a),
         port=a.port if ports else None,
@@ -153,6 +172,8 @@ def _changes(a: argparse.Namespace, ports: bool) -> Changes:
 def _apply_settings(ctx: Context, vm: VmPaths, a: argparse.Namespace) -> None:
     """`up` on an existing VM: make it match the settings given on the command
     line (how the NixOS host module applies a changed declaration)."""
+    from . import lifecycle
+
     cfg = store.load_config(vm)
     if a.workspace and Path(a.workspace).resolve() != Path(cfg.workspace):
         raise InvalidInput(
@@ -170,10 +191,14 @@ def _apply_settings(ctx: Context, vm: VmPaths, a: argparse.Namespace) -> None:
 
 
 def _timeouts(a: argparse.Namespace) -> StopTimeouts:
+    from .lifecycle import StopTimeouts
+
     return StopTimeouts(powerdown=a.grace) if a.grace is not None else StopTimeouts()
 
 
 def cmd_stop(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     vm = targets.resolve(ctx, a.target)
     lifecycle.stop(ctx, vm, _timeouts(a))
     print(f"stopped VM {vm.name}")
@@ -181,6 +206,8 @@ def cmd_stop(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_restart(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     vm = targets.resolve(ctx, a.target)
     with contextlib.suppress(NotRunning):
         lifecycle.stop(ctx, vm, _timeouts(a))
@@ -190,6 +217,8 @@ def cmd_restart(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     vm = targets.resolve(ctx, a.target)
     cfg, restart = lifecycle.update(ctx, vm, _changes(a, ports=True))
     print(
@@ -200,6 +229,8 @@ def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_reset(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     vm = targets.resolve(ctx, a.target)
     existed = lifecycle.reset(ctx, vm)
     print(f"reset VM {vm.name}: " + ("disk deleted" if existed else "it had no disk yet"))
@@ -207,6 +238,8 @@ def cmd_reset(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_destroy(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
     vm = targets.resolve(ctx, a.target)
     lifecycle.destroy(ctx, vm, force=a.force)
     print(f"destroyed VM {vm.name}")
@@ -242,6 +275,8 @@ def _running(ctx: Context, vm: VmPaths) -> tuple[VmConfig, int]:
 
 
 def cmd_shell(ctx: Context, a: argparse.Namespace) -> int:
+    from . import ssh, tools
+
     vm = targets.resolve(ctx, a.target)
     cfg, port = _running(ctx, vm)
     command = a.remote or None
@@ -252,13 +287,18 @@ def cmd_shell(ctx: Context, a: argparse.Namespace) -> int:
 def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
     vm = targets.resolve(ctx, a.target)
     _running(ctx, vm)
-    from . import console  # noqa: PLC0415 - see _schemas
+    from . import console
 
     console.attach(vm.console_socket, vm.name)
     return 0
 
 
 def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
+    import signal
+    import subprocess
+
+    from . import console, ssh, tools
+
     vm = targets.resolve(ctx, a.target)
     if a.network:
         return egress_verbs.network_logs(vm, a.follow, a.json)
@@ -284,8 +324,6 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL, stdout=None, stderr=None
         )
     try:
-        from . import console  # noqa: PLC0415 - see _schemas
-
         console.follow(vm.serial_log)
     except KeyboardInterrupt:
         pass
@@ -297,7 +335,7 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
-    from . import doctor  # noqa: PLC0415 - see _schemas
+    from . import doctor
 
     report = doctor.run(ctx)
     if a.json:
@@ -310,9 +348,8 @@ def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def _schemas() -> dict[str, type[BaseModel]]:
-    # doctor (with the KVM probe) and console are imported only by the verbs
-    # that use them: `status` and `list` must start fast.
-    from . import doctor  # noqa: PLC0415
+    from . import doctor
+    from .events import Event
 
     return {
         "status": status.VmStatus,

@@ -17,7 +17,7 @@ from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Severity(IntEnum):
@@ -63,6 +63,9 @@ class EventKind(StrEnum):
 
 
 class Event(BaseModel):
+    # Built when the first event is emitted: `status`/`list` emit none.
+    model_config = ConfigDict(defer_build=True)
+
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
     kind: EventKind
     severity: Severity

@@ -27,8 +27,13 @@ def _git(repo: Path, *args: str, check: bool = True) -> tools.Result:
     return tools.run(["git", "-C", str(repo), *args], check=check)
 
 
+def _ask(repo: Path, *args: str) -> tools.Result:
+    """A read-only question to git (fast: `status` asks them)."""
+    return tools.query(["git", "-C", str(repo), *args])
+
+
 def repo_root(cwd: Path) -> Path:
-    res = tools.run(["git", "-C", str(cwd), "rev-parse", "--show-toplevel"], check=False)
+    res = _ask(cwd, "rev-parse", "--show-toplevel")
     if not res.ok:
         raise GitError(
             f"{cwd} is not inside a git repository",
@@ -38,16 +43,14 @@ def repo_root(cwd: Path) -> Path:
 
 
 def _valid_branch_name(repo: Path, branch: str) -> bool:
-    return _git(
-        repo, "check-ref-format", "--branch", branch, check=False
-    ).ok and not branch.startswith("-")
+    return _ask(repo, "check-ref-format", "--branch", branch).ok and not branch.startswith("-")
 
 
 def resolve(repo: Path, branch: str | None) -> Checkout:
     """The branch to use: `branch` if given, else the current one (or HEAD)."""
     if branch is None:
-        head = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-        commit = _git(repo, "rev-parse", "--verify", "HEAD^{commit}", check=False)
+        head = _ask(repo, "symbolic-ref", "--quiet", "--short", "HEAD")
+        commit = _ask(repo, "rev-parse", "--verify", "HEAD^{commit}")
         if not commit.ok:
             raise GitError(f"{repo} has no commits yet", hint="commit something first")
         sha = commit.stdout.strip()
@@ -57,14 +60,8 @@ def resolve(repo: Path, branch: str | None) -> Checkout:
     if not _valid_branch_name(repo, branch):
         raise InvalidInput(f"{branch!r} is not a valid branch name")
     for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
-        res = _git(
-            repo,
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            "--end-of-options",
-            f"{ref}^{{commit}}",
-            check=False,
+        res = _ask(
+            repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"
         )
         if res.ok:
             return Checkout(repo, branch, res.stdout.strip(), detached=False)
@@ -124,5 +121,5 @@ def unsaved_work(workspace: Path) -> list[str]:
 
 
 def branches(repo: Path) -> list[str]:
-    res = _git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads", check=False)
+    res = _ask(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads")
     return res.stdout.split() if res.ok else []

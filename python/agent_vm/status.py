@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from . import health, ssh, store
+from . import store
 from .context import Context
 from .errors import AgentVmError
 from .models import Network, StageTiming, VmState
@@ -20,6 +20,8 @@ STATUS_SCHEMA_VERSION = 1
 class EgressStatus(BaseModel):
     """The egress proxy of a running `--network allow` VM."""
 
+    model_config = ConfigDict(defer_build=True)
+
     proxy_running: bool
     allowed: int = Field(description="Requests and tunnels allowed since the VM started")
     denied: int = Field(description="Requests and CONNECTs refused since the VM started")
@@ -28,6 +30,8 @@ class EgressStatus(BaseModel):
 
 class VmStatus(BaseModel):
     """`agent-vm status --json` (one VM) and each row of `list --json`."""
+
+    model_config = ConfigDict(defer_build=True)
 
     schema_version: int = STATUS_SCHEMA_VERSION
     name: str
@@ -51,6 +55,8 @@ class VmStatus(BaseModel):
 
 class VmList(BaseModel):
     """`agent-vm list --json`."""
+
+    model_config = ConfigDict(defer_build=True)
 
     schema_version: int = STATUS_SCHEMA_VERSION
     vms: list[VmStatus]
@@ -93,6 +99,9 @@ def status(
     if running and rt.started_at is not None:
         st.uptime_seconds = round((datetime.now(UTC) - rt.started_at).total_seconds(), 1)
     if probe and running:
+        # Only a probing status of a running VM pays for ssh and http.client.
+        from . import health, ssh  # noqa: PLC0415
+
         st.ssh_reachable = ssh.login_works(vm, cfg, ssh_port, timeout=3)[0]
         st.agent_reachable = health.agent_healthy(cfg.host_address, agent_port)
     return st

@@ -1,21 +1,25 @@
 """The one place that runs external programs (through plumbum).
 
-Everything else builds argument lists and calls `run`, `spawn` or
-`run_foreground`; never a shell string, so no user value is ever parsed by
-a shell.
+Everything else builds argument lists and calls `run`, `query`, `spawn`,
+`stream` or `run_foreground`; never a shell string, so no user value is
+ever parsed by a shell.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import CommandFailed, MissingTool
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess, threading and plumbum are imported by the functions that run
+# something: `agent-vm list` runs nothing and must start fast.
 
 # Which package to install for each tool we run (for the error's hint).
 PACKAGES = {
@@ -42,16 +46,18 @@ class Result:
 
 def resolve(tool: str) -> Any:
     """A plumbum command for `tool`, or MissingTool naming what to install."""
-    # plumbum is imported on first use: it is most of the CLI's start-up
-    # time, and `status`/`list` run no external program.
     from plumbum import local  # noqa: PLC0415
     from plumbum.commands import CommandNotFound  # noqa: PLC0415
 
     try:
         return local[tool]
     except CommandNotFound:
-        pkg = PACKAGES.get(Path(tool).name, Path(tool).name)
-        raise MissingTool(f"'{tool}' was not found on PATH", hint=f"install {pkg}") from None
+        raise _missing(tool) from None
+
+
+def _missing(tool: str) -> MissingTool:
+    pkg = PACKAGES.get(Path(tool).name, Path(tool).name)
+    return MissingTool(f"'{tool}' was not found on PATH", hint=f"install {pkg}")
 
 
 def _with_env(cmd: Any, env: Mapping[str, str] | None) -> Any:
@@ -87,6 +93,32 @@ def run(
     return result
 
 
+def query(argv: Sequence[str], *, cwd: Path | None = None) -> Result:
+    """Ask a local program a quick read-only question (`git rev-parse …`) and
+    capture the answer; a non-zero exit is a result, not an error.
+
+    Without plumbum, whose import alone costs several times Python's own
+    start-up: `status` asks git which repository it is in and must start
+    fast. Output is decoded with surrogateescape, so a path in it that is
+    not UTF-8 survives the round trip.
+    """
+    import subprocess  # noqa: PLC0415
+
+    try:
+        proc = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            check=False,
+        )
+    except FileNotFoundError:
+        raise _missing(argv[0]) from None
+    return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+
 def stream(
     argv: Sequence[str],
     on_stderr_line: Callable[[str], None],
@@ -95,6 +127,9 @@ def stream(
 ) -> Result:
     """Run to completion, handing each stderr line to `on_stderr_line` as it
     arrives (for progress displays); stdout is captured."""
+    import subprocess  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     cmd = _with_env(resolve(argv[0])[list(argv[1:])], env)
     proc = cmd.popen(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: list[bytes] = []
@@ -126,6 +161,8 @@ def spawn(
     It outlives us: our exit must not send it SIGHUP, and Ctrl-C in the
     terminal must not reach it (we stop it ourselves, cleanly).
     """
+    import subprocess  # noqa: PLC0415
+
     cmd = _with_env(resolve(argv[0])[list(argv[1:])], env)
     proc: subprocess.Popen[bytes] = cmd.popen(
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

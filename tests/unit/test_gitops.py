@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from agent_vm import gitops
 from agent_vm.errors import GitError, InvalidInput, MissingTool
-from plumbum import local
 from pytest_subprocess import FakeProcess
 from unit_fakes import commit, git, make_repo
 
@@ -137,8 +136,9 @@ def test_unsaved_work_when_git_status_fails(fp: FakeProcess, tmp_path: Path) -> 
     assert gitops.unsaved_work(tmp_path) == ["git status failed: fatal: bad object"]
 
 
-def test_missing_git_is_a_missing_tool(tmp_path: Path) -> None:
-    with local.env(PATH=str(tmp_path)), pytest.raises(MissingTool) as exc:
+def test_missing_git_is_a_missing_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingTool) as exc:
         gitops.repo_root(tmp_path)
     assert exc.value.exit_code == 9 and "'git'" in exc.value.message
 

@@ -76,6 +76,30 @@ def test_missing_tool_names_the_package(tmp_path: Path) -> None:
     assert tools.have("sh")
 
 
+def test_query_answers_with_a_result_whatever_the_exit(fp: FakeProcess) -> None:
+    fp.register(["git", "rev-parse", "x"], returncode=128, stdout="", stderr="fatal: no\n")
+    assert tools.query(["git", "rev-parse", "x"]) == tools.Result(
+        ("git", "rev-parse", "x"), 128, "", "fatal: no\n"
+    )
+
+
+def test_query_keeps_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9")
+    (tmp_path / name).mkdir()
+    res = tools.query(["ls"], cwd=tmp_path)
+    assert res.ok and res.stdout == name + "\n"
+    assert (tmp_path / res.stdout.rstrip("\n")).is_dir()
+
+
+def test_query_of_a_missing_tool_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingTool) as exc:
+        tools.query(["ssh", "-V"])
+    assert exc.value.hint == "install openssh-client"
+
+
 def test_stream_hands_over_stderr_lines_in_order() -> None:
     seen: list[str] = []
     res = tools.stream(["sh", "-c", "echo one >&2; echo out; echo two >&2; exit 4"], seen.append)
