@@ -55,6 +55,7 @@ class EventKind(StrEnum):
     WORKSPACE_CREATED = "workspace.created"
     WORKSPACE_CLONED = "workspace.cloned"
     WORKSPACE_REMOVED = "workspace.removed"
+    WORKSPACE_LEFT_OUT = "workspace.left_out"
     AGENT_STARTING = "agent.starting"
     AGENT_HEALTHY = "agent.healthy"
     AGENT_FAILED = "agent.failed"

@@ -172,6 +172,7 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
                 workspace, owned = opts.workspace.resolve(), False
             else:
                 gitops.make_workspace(checkout, tmp.workspace)
+                gitops.report_left_out(checkout, name)
                 workspace, owned = vm.workspace, True
                 emit(
                     EventKind.WORKSPACE_CLONED,

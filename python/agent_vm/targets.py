@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import gitops, store
 from .context import Context
-from .errors import AgentVmError, InvalidInput, NotFound
+from .errors import AgentVmError, GitError, InvalidInput, NotFound
 from .names import is_vm_name, vm_name
 from .paths import VmPaths
 
@@ -33,12 +33,17 @@ def resolve(ctx: Context, arg: str | None) -> VmPaths:
     by_name = layout.vm(arg) if arg is not None and is_vm_name(arg) else None
     if by_name is not None and not by_name.dir.exists():
         by_name = None
-    repo = _repo_or_none(ctx.cwd)
-    if repo is None:
+    try:
+        repo: Path | None = gitops.repo_root(ctx.cwd)
+    except AgentVmError as exc:
         if arg is None:
-            raise NotFound(
-                f"{ctx.cwd} is not in a git repository; name the VM (see 'agent-vm list')"
-            )
+            if not isinstance(exc, GitError):
+                raise
+            # Why there is no repository (none, a bare one, …), and the way out.
+            raise GitError(exc.message, hint="name the VM (see 'agent-vm list')") from None
+        repo = None
+    if repo is None:
+        assert arg is not None
         if by_name is not None:
             return by_name
         return _unique_branch(ctx, arg)
@@ -61,13 +66,6 @@ def resolve(ctx: Context, arg: str | None) -> VmPaths:
         else "create one with 'agent-vm up' or see 'agent-vm list'"
     )
     raise NotFound(f"no VM for {what}", hint=hint)
-
-
-def _repo_or_none(cwd: Path) -> Path | None:
-    try:
-        return gitops.repo_root(cwd)
-    except AgentVmError:
-        return None
 
 
 def _vms_with_branch(ctx: Context, branch: str) -> list[str]:

@@ -16,7 +16,18 @@ from agent_vm import cli, commands, store
 from agent_vm.models import VmState
 from agent_vm.paths import StateLayout
 from plumbum import local
-from unit_fakes import CliResult, git, make_repo, run_cli, run_module, vm_config, write_vm
+from unit_fakes import (
+    ROOT,
+    CliResult,
+    git,
+    make_repo,
+    run_cli,
+    run_module,
+    vm_config,
+    write_vm,
+)
+
+README = ROOT / "README.md"
 
 
 def assert_error(res: CliResult, code: int, *words: str) -> None:
@@ -130,7 +141,57 @@ def test_not_a_git_repository(
         run_cli(capsys, "--state-dir", str(state), "up"), 10, "not inside a git repository"
     )
     # Without a repository, a VM must be named.
-    assert_error(run_cli(capsys, "--state-dir", str(state), "status"), 3, "name the VM")
+    assert_error(run_cli(capsys, "--state-dir", str(state), "status"), 10, "name the VM")
+
+
+@pytest.mark.parametrize("verb", ["create", "up", "status", "start", "stop", "logs", "destroy"])
+def test_outside_a_repository_exits_as_the_readme_says(
+    capsys: pytest.CaptureFixture[str], state: Path, plain_dir: Path, verb: str
+) -> None:
+    rows = [line for line in README.read_text().splitlines() if "not a repository" in line]
+    assert len(rows) == 1, rows
+    code = int(rows[0].split("|")[1])
+    assert_error(run_cli(capsys, "--state-dir", str(state), verb), code, "git repository")
+
+
+def test_a_bare_repository_says_so(
+    capsys: pytest.CaptureFixture[str], state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    monkeypatch.chdir(bare)
+    res = run_cli(capsys, "--state-dir", str(state), "create")
+    assert_error(res, 10, "is a bare repository", "hint: run agent-vm in a clone")
+    res = run_cli(capsys, "--state-dir", str(state), "status")
+    assert_error(res, 10, "is a bare repository", "hint: name the VM")
+
+
+def test_create_says_what_the_workspace_lacks(
+    capsys: pytest.CaptureFixture[str], state: Path, repo: Path
+) -> None:
+    """Uncommitted changes and submodules are not in a one-commit clone."""
+    sub = make_repo(repo.parent / "sub")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor/sub")
+    git(repo, "commit", "-q", "-m", "submodule")
+    (repo / "README").write_text("changed\n")
+    (repo / "scratch").write_text("new\n")
+    res = run_cli(capsys, "--state-dir", str(state), "create")
+    assert res.code == 0, res.err
+    assert res.err.splitlines() == [
+        f"warning: 2 uncommitted change(s) in {repo} are not in the workspace "
+        f"(it is commit {git(repo, 'rev-parse', 'HEAD')[:12]}; -v lists them)",
+        "warning: 1 submodule(s) are empty directories in the workspace (-v lists them)",
+    ]
+    run_cli(capsys, "--state-dir", str(state), "destroy", "--force")
+    res = run_cli(capsys, "--state-dir", str(state), "-v", "create")
+    assert res.code == 0, res.err
+    name = store.vm_names(StateLayout(state))[0]
+    for line in (
+        "not in the workspace:  M README",
+        "not in the workspace: ?? scratch",
+        "submodule not in the workspace: vendor/sub",
+    ):
+        assert f"[{name}] {line}" in res.err.splitlines(), res.err
 
 
 def test_unknown_branch(capsys: pytest.CaptureFixture[str], state: Path, repo: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from agent_vm import targets
 from agent_vm.context import Context
-from agent_vm.errors import InvalidInput, NotFound
+from agent_vm.errors import GitError, InvalidInput, NotFound
 from agent_vm.names import vm_name
 from agent_vm.paths import StateLayout
 from unit_fakes import git, make_repo, vm_config, write_vm
@@ -63,8 +63,9 @@ def test_outside_a_repository_an_ambiguous_branch_lists_the_vms(
     with pytest.raises(InvalidInput) as exc:
         targets.resolve(ctx_in(layout, nowhere), "main")
     assert name_a in exc.value.message and name_b in exc.value.message
-    with pytest.raises(NotFound, match="not in a git repository"):
+    with pytest.raises(GitError, match="not inside a git repository") as no_repo:
         targets.resolve(ctx_in(layout, nowhere), None)
+    assert no_repo.value.hint == "name the VM (see 'agent-vm list')"
 
 
 def test_outside_a_repository_a_unique_branch_is_enough(tmp_path: Path) -> None:
