@@ -70,6 +70,7 @@ from .models import (
 )
 from .names import vm_name
 from .paths import VmPaths
+from .shares import check_workspace_dir
 
 
 @dataclass
@@ -139,8 +140,9 @@ def _check_port_flags(*pairs: tuple[str, int | None]) -> None:
 def create(ctx: Context, opts: CreateOptions) -> VmConfig:
     settings = _settings({}, opts.settings)
     _check_port_flags(("--port", opts.port), ("--ssh-port", opts.ssh_port))
-    if opts.workspace is not None and not opts.workspace.is_dir():
-        raise InvalidInput(f"--workspace {opts.workspace} is not a directory")
+    shared = (
+        None if opts.workspace is None else check_workspace_dir(opts.workspace, ctx.layout.root)
+    )
     allow = list(DEFAULT_ALLOW) if opts.allow is None else opts.allow
     allow = egress_setup.check_patterns(allow, "--allow")
     repo = gitops.repo_root(ctx.cwd)
@@ -168,8 +170,8 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
             ensure_private_dir(tmp.dir)
             keys.generate(tmp, name)
             emit(EventKind.SSH_KEY_GENERATED, "generated SSH client and host keys", vm=name)
-            if opts.workspace is not None:
-                workspace, owned = opts.workspace.resolve(), False
+            if shared is not None:
+                workspace, owned = shared, False
             else:
                 gitops.make_workspace(checkout, tmp.workspace)
                 gitops.report_left_out(checkout, name)
