@@ -30,7 +30,14 @@ def main() -> None:
     # pydantic scans every installed distribution for plugins when the first
     # model is built (a tenth of `agent-vm list`'s time); we use none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    # A Ctrl-C during the imports waits until they are done: SystemExit
+    # raised inside an extension module's initialisation (pydantic_core
+    # importing datetime) is a Rust panic with a traceback, not an exit.
+    # Unblocked, a pending SIGINT reaches the handler above: exit 130.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     from .cli import main as cli_main  # noqa: PLC0415 - imported under the handler
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     try:
         code = cli_main()

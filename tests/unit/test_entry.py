@@ -86,3 +86,31 @@ def test_ctrl_c_as_the_command_finishes_prints_no_traceback(tmp_path: Path) -> N
     )
     assert "Traceback" not in res.stderr, res.stderr
     assert res.returncode in (0, 130) and "no VMs" in res.stdout
+
+
+def test_ctrl_c_during_the_imports_waits_for_them_then_exits_130(tmp_path: Path) -> None:
+    """SIGINT raised as SystemExit inside an extension module's
+    initialisation (pydantic_core importing datetime) was a Rust panic with a
+    traceback. So the CLI's imports run with SIGINT blocked: one that comes
+    meanwhile is held, and acted on (exit 130) once they are done."""
+    code = (
+        "import os, signal, sys, agent_vm.entry as e\n"
+        "class Hook:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'agent_vm.cli':\n"
+        "            blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+        "            print('blocked' if blocked else 'open', flush=True)\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hook())\n"
+        "e.main()\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "--state-dir", str(tmp_path / "s"), "list"],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (res.returncode, res.stdout, res.stderr) == (130, "blocked\n", "")
