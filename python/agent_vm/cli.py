@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from . import __version__, store
 from .commands import COMMANDS
 from .context import Context
-from .errors import AgentVmError
+from .errors import EXIT_OUTPUT_CLOSED, AgentVmError
 from .events import REPORTER
 from .models import AGENT_PORT_START, DEFAULT_ALLOW, PORT_RANGE, SSH_PORT_START, VmSettings
 from .paths import StateLayout, check_state_dir, default_state_dir
@@ -316,15 +316,25 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args_list, command = _split_command(argv)
+    args = parser.parse_args(args_list)
+    if command and args.verb != "shell":
+        # `logs shell -- x`: "shell" named the VM, and logs takes no command.
+        # Parsed whole, argparse refuses the extra words as anywhere else.
+        args = parser.parse_args(argv)
+        command = []
+    args.remote = command
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # only the shell's completion hook pays for it
         import argcomplete  # noqa: PLC0415
 
         argcomplete.autocomplete(parser)
-    args_list, command = _split_command(list(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(args_list)
-    args.remote = command
+    args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
     REPORTER.configure(
         verbose=args.verbose,
         debug=args.debug,
@@ -343,21 +353,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     # From here on Ctrl-C unwinds (cleaning up what a command started).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return COMMANDS[args.verb](ctx, args)
+        code = COMMANDS[args.verb](ctx, args)
+        sys.stdout.flush()  # a closed pipe shows here, not as Python exits
+        return code
     except AgentVmError as exc:
         _report_error(exc, args.debug)
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("agent-vm: interrupted\n")
         return 130
-    except Exception as exc:  # a bug: still one line, the traceback only with -d
-        if args.debug:
-            traceback.print_exc()
-        sys.stderr.write(
-            f"agent-vm: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with -d for the traceback)\n"
-        )
-        return 1
+    except BrokenPipeError as exc:
+        # `agent-vm list | head -1`: the reader has all it wanted.
+        return EXIT_OUTPUT_CLOSED if _output_closed() else _internal_error(exc, args.debug)
+    except Exception as exc:
+        return _internal_error(exc, args.debug)
+
+
+def _internal_error(exc: Exception, debug: bool) -> int:
+    """A bug: still one line, the traceback only with -d."""
+    if debug:
+        traceback.print_exc()
+    sys.stderr.write(
+        f"agent-vm: internal error: {type(exc).__name__}: {exc} (rerun with -d for the traceback)\n"
+    )
+    return 1
+
+
+def _output_closed() -> bool:
+    """Is stdout a pipe whose reader has gone? If so, point it at /dev/null,
+    so that the output still buffered is dropped quietly as Python exits, as
+    coreutils end quietly on SIGPIPE."""
+    import select  # noqa: PLC0415 - only here
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(ev & select.POLLERR for _, ev in poller.poll(0)):
+            return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (captured in tests)
+        return False
+    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -126,6 +126,11 @@ class Interrupted(AgentVmError):
     kind = "interrupted"
 
 
+# Not a failure: the reader of our output went away (`agent-vm list | head
+# -1`); exit quietly with the status of a program killed by SIGPIPE, as
+# coreutils do.
+EXIT_OUTPUT_CLOSED = 141
+
 ALL_ERRORS: tuple[type[AgentVmError], ...] = (
     InvalidInput,
     NotFound,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from agent_vm.paths import StateLayout
 from plumbum import local
 from unit_fakes import (
     ROOT,
+    SRC,
     CliResult,
     git,
     make_repo,
@@ -504,3 +508,41 @@ def test_shell_command_after_double_dash() -> None:
         ["ls", "--", "-la"],
     )
     assert cli._split_command(["status", "--", "x"]) == (["status", "--", "x"], [])
+
+
+@pytest.mark.parametrize("verb", ["logs", "status", "stop", "console"])
+def test_a_command_after_double_dash_is_refused_where_the_verb_takes_none(
+    capsys: pytest.CaptureFixture[str], state: Path, plain_dir: Path, verb: str
+) -> None:
+    """`logs shell -- x`: "shell" names a VM here, and x was dropped silently."""
+    write_vm(StateLayout(state), vm_config("shell"))
+    res = run_cli(capsys, "--state-dir", str(state), verb, "shell", "--", "x")
+    assert_error(res, 2, "unrecognized arguments: x")
+
+
+def test_shell_named_vm_still_takes_a_command() -> None:
+    args = cli._parse(cli.build_parser(), ["shell", "shell", "--", "ls", "-la"])
+    assert (args.verb, args.target, args.remote) == ("shell", "shell", ["ls", "-la"])
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`agent-vm list | head -1`: the reader is gone before we write."""
+    layout = StateLayout(tmp_path / "state")
+    for i in range(3):
+        write_vm(layout, vm_config(f"vm{i}-0123abcd"))
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for argv in (["list"], ["list", "--json"], ["status", "--json", "vm1-0123abcd"]):
+        read, write = os.pipe()
+        os.close(read)
+        with os.fdopen(write, "wb") as out:
+            res = subprocess.run(
+                [sys.executable, "-m", "agent_vm", "--state-dir", str(layout.root), *argv],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                cwd=tmp_path,
+                env=env,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+        assert (res.returncode, res.stderr) == (141, ""), argv

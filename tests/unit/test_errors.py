@@ -50,7 +50,8 @@ def test_readme_table_is_errors_py() -> None:
     table = readme_table()
     assert table[0] == "success"
     assert table[1].startswith("internal error")
-    assert set(table) - {0, 1} == {c.exit_code for c in error_classes()}
+    assert set(table) - {0, 1, errors.EXIT_OUTPUT_CLOSED} == {c.exit_code for c in error_classes()}
+    assert "reader went away" in table[errors.EXIT_OUTPUT_CLOSED]
 
 
 @pytest.mark.parametrize(
