@@ -135,8 +135,9 @@ def cmd_start(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
-    from . import lifecycle
+    from . import lifecycle, preflight
 
+    preflight.check_start()  # before a VM is made that could not start
     # Only this repository's branch: a VM of another repository with the
     # same branch name is never taken over.
     _, vm = targets.for_branch(ctx, a.branch)
@@ -312,6 +313,8 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     if not a.follow:
         if vm.serial_log.exists():
             sys.stdout.write(vm.serial_log.read_text(errors="replace"))
+        else:
+            print(f"VM {vm.name} has no serial log yet: it has not been started")
         if current == VmState.RUNNING:
             print("\n--- agent service journal ---", flush=True)
             tools.run_foreground(ssh.command_argv(vm, cfg, port, journal, tty=False))

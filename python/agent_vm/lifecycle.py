@@ -31,6 +31,7 @@ from . import (
     ownership,
     params,
     ports,
+    preflight,
     procs,
     qmp,
     readiness,
@@ -246,6 +247,7 @@ def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
 
 
 def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
+    preflight.check_start()
     with ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)

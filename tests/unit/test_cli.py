@@ -546,3 +546,22 @@ def test_a_closed_output_pipe_ends_quietly(tmp_path: Path) -> None:
                 timeout=60,
             )
         assert (res.returncode, res.stderr) == (141, ""), argv
+
+
+def test_logs_of_a_vm_never_started_says_so(
+    capsys: pytest.CaptureFixture[str], state: Path, plain_dir: Path
+) -> None:
+    """It printed nothing at all (an empty line in a terminal)."""
+    write_vm(StateLayout(state), vm_config())
+    res = run_cli(capsys, "--state-dir", str(state), "logs", "main-0123abcd")
+    assert (res.code, res.err) == (0, "")
+    assert res.out == "VM main-0123abcd has no serial log yet: it has not been started\n"
+
+
+def test_up_checks_the_host_before_making_a_vm(
+    capsys: pytest.CaptureFixture[str], state: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_VM_ACCEL", "fastest")
+    res = run_cli(capsys, "--state-dir", str(state), "up")
+    assert_error(res, 2, "AGENT_VM_ACCEL must be kvm, tcg or auto, not 'fastest'")
+    assert store.vm_names(StateLayout(state)) == []

@@ -24,6 +24,7 @@ from agent_vm.errors import (
     BuildFailed,
     GuestFailed,
     InvalidInput,
+    MissingTool,
     NotRunning,
     PortUnavailable,
     StartTimeout,
@@ -239,6 +240,54 @@ def test_build_failure_leaves_the_vm_stopped(ctx: Context, fake_nix: Path) -> No
     assert exc.value.detail == "error: boom"
     assert store.load_runtime(vm).state is VmState.STOPPED
     assert vm.build_log.exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AGENT_VM_ACCEL", "fast", "AGENT_VM_ACCEL must be kvm, tcg or auto, not 'fast'"),
+        ("AGENT_VM_ACCEL", "KVM", "AGENT_VM_ACCEL must be kvm, tcg or auto, not 'KVM'"),
+        ("AGENT_VM_SHARE", "nfs", "AGENT_VM_SHARE must be 9p or virtiofs, not 'nfs'"),
+    ],
+)
+def test_a_bad_override_is_refused_before_anything_is_built(
+    ctx: Context,
+    fake_nix: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    """An invalid AGENT_VM_ACCEL was silently ignored (a KVM probe ran)."""
+    vm = create(ctx)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InvalidInput) as exc:
+        lifecycle.start(ctx, vm)
+    assert exc.value.message == message
+    assert not vm.runner_link.exists() and not vm.params.exists()  # nix never ran
+    assert store.load_runtime(vm).state is VmState.STOPPED
+
+
+def test_auto_accel_and_no_override_are_valid(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_vm import preflight
+
+    for value in ("auto", "kvm", "tcg", ""):
+        monkeypatch.setenv("AGENT_VM_ACCEL", value)
+        preflight.check_start()
+    monkeypatch.delenv("AGENT_VM_ACCEL")
+    preflight.check_start()
+
+
+def test_a_missing_ssh_is_found_before_building_or_booting(ctx: Context, fake_nix: Path) -> None:
+    """ssh was first needed by the readiness wait, after a whole boot."""
+    vm = create(ctx)
+    with local.env(PATH=str(fake_nix)), pytest.raises(MissingTool) as exc:
+        lifecycle.start(ctx, vm)
+    assert exc.value.message == "'ssh' was not found on PATH"
+    assert not vm.runner_link.exists() and not vm.params.exists()
+    assert store.load_runtime(vm).state is VmState.STOPPED
 
 
 def test_start_writes_the_contract_params(ctx: Context, fake_nix: Path) -> None:
