@@ -8,7 +8,6 @@
   openssh,
   git,
   nix,
-  nix-prefetch-git,
   virtiofsd,
   flakeSource,
   flakeInputs ? [ ],
@@ -51,7 +50,6 @@ python3Packages.buildPythonApplication {
       openssh
       git
       nix
-      nix-prefetch-git
       virtiofsd
     ])
     "--set-default"

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from . import __version__, store
 from .commands import COMMANDS
 from .context import Context
-from .errors import EXIT_OUTPUT_CLOSED, AgentVmError
+from .errors import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, AgentVmError
 from .events import REPORTER
 from .models import AGENT_PORT_START, DEFAULT_ALLOW, PORT_RANGE, SSH_PORT_START, VmSettings
 from .paths import StateLayout, check_state_dir, default_state_dir
@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("agent-vm: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError as exc:
         # `agent-vm list | head -1`: the reader has all it wanted.
         return EXIT_OUTPUT_CLOSED if _output_closed() else _internal_error(exc, args.debug)

@@ -13,7 +13,7 @@ import signal
 
 
 def _early_interrupt(signum: int, frame: object) -> None:
-    raise SystemExit(130)
+    raise SystemExit(130)  # errors.EXIT_INTERRUPTED: nothing is imported yet
 
 
 # At import, first thing, not in main(): the console script imports this

@@ -121,10 +121,10 @@ class FlakeNotFound(AgentVmError):
     kind = "flake-not-found"
 
 
-class Interrupted(AgentVmError):
-    exit_code = 130
-    kind = "interrupted"
-
+# Ctrl-C (or SIGTERM/SIGHUP): cli.main unwinds what the command started and
+# exits with this, not with an exception class (the interrupt is
+# KeyboardInterrupt, raised anywhere).
+EXIT_INTERRUPTED = 130
 
 # Not a failure: the reader of our output went away (`agent-vm list | head
 # -1`); exit quietly with the status of a program killed by SIGPIPE, as
@@ -150,5 +150,4 @@ ALL_ERRORS: tuple[type[AgentVmError], ...] = (
     CommandFailed,
     HostNotReady,
     FlakeNotFound,
-    Interrupted,
 )

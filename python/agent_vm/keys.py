@@ -8,7 +8,6 @@ key at run time (fw_cfg credential), never through the Nix store.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from . import tools
 from .fsutil import atomic_write, ensure_private_dir
@@ -32,7 +31,3 @@ def generate(vm: VmPaths, name: str) -> None:
 def write_known_hosts(vm: VmPaths, name: str) -> None:
     pub = vm.host_pubkey.read_text().split()
     atomic_write(vm.known_hosts, f"{host_alias(name)} {pub[0]} {pub[1]}\n")
-
-
-def public_key(path: Path) -> str:
-    return path.read_text().strip()

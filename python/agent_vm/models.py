@@ -21,10 +21,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-CONFIG_VERSION = 1
-RUNTIME_VERSION = 1
-PARAMS_VERSION = 2
-
 # The allowed values, once: the models, the CLI's argument types and the
 # flag-naming checks in lifecycle all read these (the NixOS host module's
 # option types are checked against them in tests/nix).

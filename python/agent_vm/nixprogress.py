@@ -14,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 # From Nix's logging.hh (ActivityType / ResultType).
-ACT_BUILDS = 104
 ACT_BUILD = 105
 RES_BUILD_LOG_LINE = 101
 RES_PROGRESS = 105

@@ -7,7 +7,6 @@ ever parsed by a shell.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,9 +182,3 @@ def have(tool: str) -> bool:
     except MissingTool:
         return False
     return True
-
-
-def environ_with(extra: Mapping[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(extra)
-    return env

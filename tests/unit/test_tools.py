@@ -128,8 +128,3 @@ def test_spawn_is_in_its_own_session(tmp_path: Path) -> None:
 def test_run_foreground_returns_the_exit_code() -> None:
     assert tools.run_foreground(["sh", "-c", "exit 7"]) == 7
     assert tools.run_foreground(["true"], env={"A": "b"}) == 0
-
-
-def test_environ_with() -> None:
-    env = tools.environ_with({"AGENT_VM_X": "1"})
-    assert env["AGENT_VM_X"] == "1" and env["PATH"] == os.environ["PATH"]
