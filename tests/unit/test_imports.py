@@ -7,6 +7,7 @@ silently. Each command runs in a fresh interpreter."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def loaded_by(cwd: Path, *argv: str) -> list[str]:
     res = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps(FORBIDDEN), *argv],
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", **GIT_ENV, "PYTHONPATH": str(SRC)},
+        env={**os.environ, **GIT_ENV, "PYTHONPATH": str(SRC)},
         capture_output=True,
         text=True,
         check=True,
