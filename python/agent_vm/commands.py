@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING
 
 from . import state, status, store, targets
 from .context import Context
-from .egress import patterns as egress_patterns
-from .egress import verbs as egress_verbs
 from .errors import HostNotReady, InvalidInput, NotRunning
 from .events import warn
 from .models import VmConfig, VmSettings, VmState
@@ -76,6 +74,8 @@ def _allowlist(a: argparse.Namespace) -> list[str] | None:
     """--allow and --allow-file together; None when neither was given."""
     if a.allow is None and a.allow_file is None:
         return None
+    from .egress import patterns as egress_patterns
+
     patterns = list(a.allow or [])
     if a.allow_file is not None:
         try:
@@ -299,6 +299,7 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     import subprocess
 
     from . import console, ssh, tools
+    from .egress import verbs as egress_verbs
 
     vm = targets.resolve(ctx, a.target)
     if a.network:
@@ -369,6 +370,12 @@ def cmd_schema(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret(ctx: Context, a: argparse.Namespace) -> int:
+    from .egress import verbs as egress_verbs
+
+    return egress_verbs.cmd_secret(ctx, a)
+
+
 COMMANDS = {
     "create": cmd_create,
     "start": cmd_start,
@@ -385,5 +392,5 @@ COMMANDS = {
     "logs": cmd_logs,
     "doctor": cmd_doctor,
     "schema": cmd_schema,
-    "secret": egress_verbs.cmd_secret,
+    "secret": cmd_secret,
 }

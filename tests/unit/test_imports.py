@@ -27,6 +27,11 @@ FORBIDDEN = (
     "agent_vm.doctor",
     "agent_vm.ssh",
     "agent_vm.health",
+    # (egress.patterns is a leaf the models' validators use)
+    "agent_vm.egress.verbs",
+    "agent_vm.egress.setup",
+    "agent_vm.egress.netlog",
+    "agent_vm.egress.process",
 )
 
 # Runs the CLI in-process, then reports which of FORBIDDEN it loaded.
