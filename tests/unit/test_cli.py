@@ -565,3 +565,27 @@ def test_up_checks_the_host_before_making_a_vm(
     res = run_cli(capsys, "--state-dir", str(state), "up")
     assert_error(res, 2, "AGENT_VM_ACCEL must be kvm, tcg or auto, not 'fastest'")
     assert store.vm_names(StateLayout(state)) == []
+
+
+def test_create_in_a_repository_whose_path_has_percent_41(
+    capsys: pytest.CaptureFixture[str], state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git decoded file:///…/p%41q to …/pAq: create failed (or cloned another repository)."""
+    repo = make_repo(tmp_path / "p%41q #?")
+    monkeypatch.chdir(repo)
+    res = run_cli(capsys, "--state-dir", str(state), "create", "--json")
+    assert res.code == 0, res.err
+    workspace = Path(json.loads(res.out)["workspace"])
+    assert git(workspace, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")
+
+
+def test_a_tag_named_like_the_current_branch_changes_nothing(
+    capsys: pytest.CaptureFixture[str], state: Path, repo: Path
+) -> None:
+    """It made the current branch "heads/main": a second VM, upstream origin/heads/main."""
+    assert run_cli(capsys, "--state-dir", str(state), "create").code == 0
+    git(repo, "tag", "main")
+    res = run_cli(capsys, "--state-dir", str(state), "status", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["branch"] == "main"
+    assert_error(run_cli(capsys, "--state-dir", str(state), "create"), 4, "already exists")
