@@ -121,6 +121,14 @@ class FlakeNotFound(AgentVmError):
     kind = "flake-not-found"
 
 
+class NoSpace(AgentVmError):
+    """The file system holding the state directory is full (or the user's
+    quota is used up); the message names it."""
+
+    exit_code = 22
+    kind = "no-space"
+
+
 # Ctrl-C (or SIGTERM/SIGHUP): cli.main unwinds what the command started and
 # exits with this, not with an exception class (the interrupt is
 # KeyboardInterrupt, raised anywhere).
@@ -150,4 +158,5 @@ ALL_ERRORS: tuple[type[AgentVmError], ...] = (
     CommandFailed,
     HostNotReady,
     FlakeNotFound,
+    NoSpace,
 )

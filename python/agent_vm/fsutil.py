@@ -7,21 +7,57 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import Busy
+from .errors import Busy, InvalidInput
 
 # sun_path in struct sockaddr_un is 108 bytes including the NUL.
 MAX_SOCKET_PATH = 107
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` (and parents) and make `path` itself 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create `path` 0700 (parents as needed), or use the existing one as it is.
+
+    A directory agent-vm did not create is never chmod-ed (`--state-dir
+    /tmp` once lost its sticky bit that way): one that another user owns or
+    others can write is refused instead (`check_private_dir`).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    else:
+        # Ours, just made: the umask may have taken bits off 0700.
+        os.chmod(path, 0o700)
+    check_private_dir(path)
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a directory another user owns or others can write: they could
+    plant a VM whose runner we would execute, or read the VMs' keys.
+    FileNotFoundError when it does not exist."""
+    try:
+        st = path.stat()
+    except (PermissionError, NotADirectoryError) as exc:
+        raise InvalidInput(f"{path} cannot be reached: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidInput(f"{path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise InvalidInput(
+            f"{path} belongs to another user (uid {st.st_uid}); agent-vm keeps keys there",
+            hint="use a directory of your own with --state-dir (agent-vm creates it 0700)",
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise InvalidInput(
+            f"{path} can be written by other users (mode {mode:04o}); agent-vm keeps keys there",
+            hint=f"use a directory of your own with --state-dir, or 'chmod go-w {path}'",
+        )
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from . import (
     accel,
+    diskspace,
     gitops,
     keys,
     nixbuild,
@@ -155,8 +156,9 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
             f"binding the VM's ports to {settings.host_address} exposes SSH and the agent "
             "to the network"
         )
-    ensure_private_dir(ctx.layout.vms)
-    with ctx.lock(name):
+    # The lock makes the state dir itself.
+    with diskspace.guard(ctx.layout.root), ctx.lock(name):
+        ensure_private_dir(ctx.layout.vms)
         if vm.dir.exists():
             raise AlreadyExists(
                 f"a VM for branch {checkout.branch!r} of {repo} already exists ({name})",
@@ -208,8 +210,12 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
                 )
                 store.save(tmp.config, cfg)
                 os.rename(tmp.dir, vm.dir)
-        except BaseException:
+        except BaseException as exc:
+            # Before the cleanup frees what the failed step wrote.
+            full = diskspace.explains(exc, ctx.layout.root)
             shutil.rmtree(tmp.dir, onerror=_force_remove)
+            if full is not None:
+                raise full from exc
             raise
     _attach(ctx, name)
     for what, port in (("SSH", cfg.ssh_port), ("agent", cfg.agent_port)):
@@ -248,7 +254,7 @@ def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
 
 def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
     preflight.check_start()
-    with ctx.lock(vm.name):
+    with diskspace.guard(ctx.layout.root), ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
@@ -368,7 +374,7 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
 
 
 def stop(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -> Runtime:
-    with ctx.lock(vm.name):
+    with diskspace.guard(ctx.layout.root), ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
@@ -441,6 +447,11 @@ def destroy(ctx: Context, vm: VmPaths, force: bool = False) -> None:
         if state.alive(rt, vm.dir):
             _stop_locked(vm, cfg, rt, StopTimeouts())
         shutil.rmtree(vm.dir, onerror=_force_remove)
+        if os.path.lexists(vm.dir):
+            raise CorruptState(
+                f"could not remove all of {vm.dir}",
+                hint="something there belongs to another user: remove it as that user",
+            )
     if cfg is not None and cfg.workspace_owned:
         emit(EventKind.WORKSPACE_REMOVED, "workspace removed", severity=Severity.DEBUG, vm=vm.name)
     emit(EventKind.VM_DESTROYED, f"destroyed VM {vm.name}", severity=Severity.NOTICE, vm=vm.name)
@@ -456,7 +467,7 @@ def _runtime_from_pidfile(vm: VmPaths) -> Runtime:
 
 def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
     """Apply `ch` to the VM's config; True if the VM runs and needs a restart."""
-    with ctx.lock(vm.name):
+    with diskspace.guard(ctx.layout.root), ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)

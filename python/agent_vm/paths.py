@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
 from .errors import InvalidInput
+from .fsutil import check_private_dir
 
 
 def default_state_dir() -> Path:
@@ -15,7 +17,8 @@ def default_state_dir() -> Path:
 
 
 def check_state_dir(path: Path) -> Path:
-    """The state dir as an absolute path, refusing what ssh cannot be given.
+    """The state dir as an absolute path, refusing what ssh cannot be given
+    and an existing directory that is not private to this user.
 
     ssh expands ${VAR} in key and known_hosts paths and has no escape for it;
     a double quote cannot be quoted in its option values.
@@ -26,7 +29,10 @@ def check_state_dir(path: Path) -> Path:
             f"the state directory {text!r} contains '${{', a double quote or a newline",
             hint="choose another --state-dir",
         )
-    return path.absolute()
+    path = path.absolute()
+    with contextlib.suppress(FileNotFoundError):  # made 0700 when first needed
+        check_private_dir(path)
+    return path
 
 
 @dataclass(frozen=True)

@@ -154,5 +154,5 @@ def wait_ready(probe: Probe) -> list[StageTiming]:
 def qemu_pid(vm: VmPaths) -> int | None:
     try:
         return int(vm.pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None

@@ -16,11 +16,17 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def load(path: Path, model: type[M], recover: str = "restore it or delete it") -> M:
-    """`path` parsed as `model`; CorruptState (naming the file) when it is not."""
+    """`path` parsed as `model`; CorruptState (naming the file) when it is not,
+    or when it cannot be read at all (no permission, a directory in its
+    place): one broken VM must not stop commands about the others."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NotFound(f"{path} does not exist") from None
+    except OSError as exc:
+        raise CorruptState(
+            f"{path} cannot be read ({exc.strerror or type(exc).__name__})", hint=recover
+        ) from None
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -37,16 +43,18 @@ def save(path: Path, obj: BaseModel) -> None:
 
 
 def load_config(vm: VmPaths) -> VmConfig:
-    if not vm.config.exists():
-        raise NotFound(f"no VM named {vm.name!r}")
-    return load(vm.config, VmConfig, _recover_vm(vm))
+    try:
+        return load(vm.config, VmConfig, _recover_vm(vm))
+    except NotFound:
+        raise NotFound(f"no VM named {vm.name!r}") from None
 
 
 def load_runtime(vm: VmPaths) -> Runtime:
     """The runtime record; a VM that never ran has none and is stopped."""
-    if not vm.runtime.exists():
+    try:
+        return load(vm.runtime, Runtime, _recover_vm(vm))
+    except NotFound:
         return Runtime()
-    return load(vm.runtime, Runtime, _recover_vm(vm))
 
 
 def _recover_vm(vm: VmPaths) -> str:
@@ -54,9 +62,21 @@ def _recover_vm(vm: VmPaths) -> str:
 
 
 def vm_names(layout: StateLayout) -> list[str]:
-    """Names of all VMs (directories with a vm.json), sorted."""
+    """Names of all VMs (directories with a vm.json), sorted. One we cannot
+    look into is listed too: loading it reports it as broken, and `destroy
+    --force` can remove it."""
     try:
         entries = sorted(layout.vms.iterdir())
     except FileNotFoundError:
         return []
-    return [e.name for e in entries if not e.name.startswith(".") and (e / "vm.json").exists()]
+    return [e.name for e in entries if not e.name.startswith(".") and _has_config(e)]
+
+
+def _has_config(vm_dir: Path) -> bool:
+    try:
+        (vm_dir / "vm.json").lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True

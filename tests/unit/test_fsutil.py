@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from agent_vm import fsutil
-from agent_vm.errors import Busy
+from agent_vm.errors import Busy, InvalidInput
 
 
 def mode(p: Path) -> int:
@@ -45,13 +45,53 @@ def test_atomic_write_failure_leaves_the_old_file(
     assert [p.name for p in tmp_path.iterdir()] == ["vm.json"]  # temp file removed
 
 
-def test_ensure_private_dir(tmp_path: Path) -> None:
+def test_ensure_private_dir_makes_a_new_one_0700(tmp_path: Path) -> None:
     d = tmp_path / "a" / "b"
-    fsutil.ensure_private_dir(d)
+    old = os.umask(0o077 | 0o100)  # even a umask that takes bits off 0700
+    try:
+        fsutil.ensure_private_dir(d)
+    finally:
+        os.umask(old)
     assert mode(d) == 0o700
+
+
+def test_ensure_private_dir_never_changes_an_existing_one(tmp_path: Path) -> None:
+    d = tmp_path / "mine"
+    d.mkdir()
     d.chmod(0o755)
     fsutil.ensure_private_dir(d)
+    assert mode(d) == 0o755
+
+
+@pytest.mark.parametrize("bits", [0o1777, 0o777, 0o770, 0o757])
+def test_a_dir_others_can_write_is_refused_and_left_alone(tmp_path: Path, bits: int) -> None:
+    # `--state-dir /tmp` once became 0700 and lost its sticky bit.
+    d = tmp_path / "shared"
+    d.mkdir()
+    d.chmod(bits)
+    with pytest.raises(InvalidInput) as exc:
+        fsutil.ensure_private_dir(d)
+    assert exc.value.message == (
+        f"{d} can be written by other users (mode {bits:04o}); agent-vm keeps keys there"
+    )
+    assert exc.value.hint and "--state-dir" in exc.value.hint
+    assert mode(d) == bits
+
+
+def test_a_dir_of_another_user_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "theirs"
+    d.mkdir(mode=0o700)
+    monkeypatch.setattr(fsutil.os, "geteuid", lambda: os.stat(d).st_uid + 1)
+    with pytest.raises(InvalidInput, match=r"belongs to another user \(uid \d+\)"):
+        fsutil.ensure_private_dir(d)
     assert mode(d) == 0o700
+
+
+def test_a_file_is_not_a_private_dir(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("")
+    with pytest.raises(InvalidInput, match="is not a directory"):
+        fsutil.check_private_dir(f)
 
 
 def test_file_lock_is_busy_while_held(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from agent_vm import keys
-from agent_vm.errors import CommandFailed, MissingTool
+from agent_vm.errors import CommandFailed, InvalidInput, MissingTool
 from agent_vm.paths import StateLayout, VmPaths
 from plumbum import local
 from pytest_subprocess import FakeProcess
@@ -102,8 +102,11 @@ def test_known_hosts_is_what_ssh_accepts(vm: VmPaths) -> None:
     assert res.returncode == 0 and vm.host_pubkey.read_text().split()[1] in res.stdout
 
 
-def test_ssh_dir_is_made_private_even_if_it_exists(vm: VmPaths) -> None:
-    vm.ssh_dir.mkdir(mode=0o755)
-    vm.ssh_dir.chmod(0o755)
-    keys.generate(vm, "x")
-    assert mode(vm.ssh_dir) == 0o700
+def test_an_ssh_dir_others_can_write_is_refused(vm: VmPaths) -> None:
+    # create makes the keys in a fresh directory of its own; one that
+    # already exists is never chmod-ed, and refused when others can write it.
+    vm.ssh_dir.mkdir()
+    vm.ssh_dir.chmod(0o777)
+    with pytest.raises(InvalidInput, match="can be written by other users"):
+        keys.generate(vm, "x")
+    assert not vm.client_key.exists()

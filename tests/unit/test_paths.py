@@ -85,3 +85,16 @@ def test_relative_state_dir_becomes_absolute(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert check_state_dir(Path("rel")) == tmp_path / "rel"
+
+
+def test_an_existing_state_dir_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(InvalidInput, match="can be written by other users"):
+        check_state_dir(shared)
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    assert check_state_dir(private) == private
+    assert check_state_dir(tmp_path / "not-yet") == tmp_path / "not-yet"

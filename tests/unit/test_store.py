@@ -3,8 +3,10 @@ CorruptState (exit 11) that names the file and how to recover."""
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agent_vm import store
@@ -107,3 +109,43 @@ def test_save_replaces_atomically(vm: VmPaths) -> None:
     store.save(vm.config, vm_config(cores=4))
     assert store.load_config(vm).cores == 4
     assert sorted(p.name for p in vm.dir.iterdir()) == ["vm.json"]  # no temp files left
+
+
+def test_an_unreadable_state_file_is_corrupt_not_a_crash(vm: VmPaths) -> None:
+    vm.config.unlink()
+    vm.config.mkdir()  # a directory where vm.json should be
+    with pytest.raises(CorruptState) as exc:
+        store.load_config(vm)
+    assert exc.value.message == f"{vm.config} cannot be read (Is a directory)"
+    assert exc.value.hint and f"destroy --force {vm.name}" in exc.value.hint
+    vm.runtime.mkdir()
+    with pytest.raises(CorruptState, match=r"runtime.json cannot be read \(Is a directory\)"):
+        store.load_runtime(vm)
+    assert store.vm_names(StateLayout(vm.dir.parent.parent)) == [vm.name]
+
+
+def test_a_permission_error_is_corrupt_state(vm: VmPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Root reads mode-000 files, so the error is made here; the real mode-000
+    # case runs as an ordinary user in tests/e2e/test_faults.py.
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(CorruptState, match=r"vm.json cannot be read \(Permission denied\)"):
+        store.load_config(vm)
+
+
+def test_a_vm_dir_we_cannot_look_into_is_still_listed(
+    layout: StateLayout, vm: VmPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for a VM directory of mode 000 seen by its (unprivileged) owner.
+    for method in ("stat", "lstat"):
+        real = getattr(Path, method)
+
+        def denied(self: Path, *args: Any, real: Any = real, **kw: Any) -> os.stat_result:
+            if self == vm.config:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self, *args, **kw)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(Path, method, denied)
+    assert store.vm_names(layout) == [vm.name]
