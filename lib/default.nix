@@ -25,6 +25,7 @@ in
   inherit (params) readParams validateParams supportedVersion;
   inherit (qemuArgs)
     qemuArgs
+    kvmProbeArgs
     statePaths
     forwards
     shares

@@ -143,6 +143,47 @@ rec {
     );
 
   /**
+    The arguments of the KVM probe (`run-agent-vm --kvm-probe`, before its
+    `-accel kvm`): the VM's own kernel on the VM's machine and CPU, with no
+    initrd, disk or network, so it panics as soon as it looks for a root
+    file system; `-no-reboot` then ends QEMU. Its console is on stdout: a
+    host where Linux runs under KVM prints the kernel's boot and the panic
+    within a second or two, one where it does not prints nothing.
+
+    Type: kvmProbeArgs :: { guest, hostSystem } -> [string]
+  */
+  kvmProbeArgs =
+    {
+      guest,
+      hostSystem ? "x86_64-linux",
+    }:
+    let
+      arch =
+        archs.${hostSystem} or (throw "agent-vm: unsupported system ${hostSystem}");
+    in
+    [
+      "-nodefaults"
+      "-no-user-config"
+      "-display"
+      "none"
+      "-no-reboot"
+      "-machine"
+      (qemuOpts arch.machine arch.machineOpts)
+      "-cpu"
+      "max"
+      "-m"
+      "256M"
+      "-smp"
+      "1"
+      "-kernel"
+      (toString guest.kernel)
+      "-append"
+      "console=${arch.console} panic=-1"
+      "-serial"
+      "stdio"
+    ];
+
+  /**
     The full argument list (without the program name and without the
     accelerator, which the runner picks at run time).
 
@@ -227,7 +268,9 @@ rec {
         (opt "server" "on")
         (opt "wait" "off")
         (opt "logfile" p.serialLog)
-        (opt "logappend" "on")
+        # This boot's lines only: the CLI keeps the previous boot's log as
+        # serial.log.1 (error messages quote this file's tail).
+        (opt "logappend" "off")
       ])
       "-serial"
       "chardev:console"

@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--network", action="store_true", help="the egress proxy's decisions instead")
     p.add_argument("--json", action="store_true", help="with --network: JSON lines")
+    p.add_argument(
+        "--previous",
+        action="store_true",
+        help="the boot before this one: its serial and runner logs",
+    )
     _secret_parser(sub)
     p = sub.add_parser("doctor", help="check this host: nix, KVM, tools, ports, state dir")
     p.add_argument("--json", action="store_true")

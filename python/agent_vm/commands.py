@@ -23,6 +23,7 @@ from . import state, status, store, targets
 from .context import Context
 from .errors import HostNotReady, InvalidInput, NotRunning
 from .events import warn
+from .fsutil import previous
 from .models import VmConfig, VmSettings, VmState
 from .paths import VmPaths
 
@@ -302,6 +303,8 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     from .egress import verbs as egress_verbs
 
     vm = targets.resolve(ctx, a.target)
+    if a.previous:
+        return _previous_logs(vm)
     if a.network:
         return egress_verbs.network_logs(vm, a.follow, a.json)
     if a.json:
@@ -335,6 +338,20 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
         if journal_proc is not None:
             journal_proc.send_signal(signal.SIGTERM)
             journal_proc.wait()
+    return 0
+
+
+def _previous_logs(vm: VmPaths) -> int:
+    """Each start keeps the boot before it as serial.log.1 / runner.log.1."""
+    shown = False
+    for what, path in (("serial log", vm.serial_log), ("runner log", vm.runner_log)):
+        old = previous(path)
+        if old.exists():
+            print(f"--- previous boot's {what} ({old}) ---", flush=True)
+            sys.stdout.write(old.read_text(errors="replace"))
+            shown = True
+    if not shown:
+        print(f"VM {vm.name} has no previous boot's logs")
     return 0
 
 

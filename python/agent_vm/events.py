@@ -57,6 +57,7 @@ class EventKind(StrEnum):
     AGENT_STARTING = "agent.starting"
     AGENT_HEALTHY = "agent.healthy"
     STAGE = "readiness.stage"
+    ACCEL_FALLBACK = "accel.fallback"
     WARNING = "warning"
 
 

@@ -115,6 +115,17 @@ def file_lock(path: Path, what: str, wait: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
+def rotate(path: Path) -> None:
+    """Keep `path` as `path.1` (replacing an older one) and start afresh: a
+    log shows one boot, and its tail in an error message is this boot's."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, previous(path))
+
+
+def previous(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last `lines` lines of a text file ('' if it does not exist)."""
     try:

@@ -57,7 +57,7 @@ from .errors import (
     UnsavedWork,
 )
 from .events import REPORTER, EventKind, Severity, emit, warn
-from .fsutil import atomic_write, ensure_private_dir
+from .fsutil import atomic_write, ensure_private_dir, rotate
 from .models import (
     AGENT_PORT_START,
     DEFAULT_ALLOW,
@@ -328,33 +328,32 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
         ownership.tag_tree(Path(cfg.workspace), mapping)
     _cleanup_runtime_files(vm, cfg)
 
-    accelerator, why = accel.choose(ctx.layout)
-    emit(EventKind.STAGE, f"accelerator: {accelerator} ({why})", vm=vm.name, accel=accelerator)
-    deadline = time.monotonic() + ctx.timeout
-    proc = None
+    choice = accel.choose(ctx.layout, runner)
+    emit(
+        EventKind.STAGE,
+        f"accelerator: {choice.accel} ({choice.why})",
+        vm=vm.name,
+        accel=choice.accel,
+    )
+    # This boot's lines only (error messages quote their tails); the
+    # previous boot's stay as .1 for 'agent-vm logs --previous'.
+    for log in (vm.runner_log, vm.serial_log):
+        rotate(log)
     try:
-        with open(vm.runner_log, "ab") as log:
-            proc = tools.spawn([str(runner)], log=log, env={accel.ENV: accelerator})
-        rt = rt.model_copy(update={"pid": proc.pid, "pid_start_time": procs.start_time(proc.pid)})
-        store.save(vm.runtime, rt)
+        rt, stages = _spawn_and_wait(ctx, vm, cfg, rt, runner, accelerator=choice.accel)
+    except readiness.KvmSilent as exc:
+        if choice.forced:
+            raise
+        accel.record_unusable(ctx.layout, exc.message)
         emit(
-            EventKind.PROCESS_SPAWNED,
-            f"QEMU runner started (pid {proc.pid})",
+            EventKind.ACCEL_FALLBACK,
+            f"no console output under KVM for {readiness.KVM_SILENCE_SECONDS:g}s: "
+            "KVM cannot run this guest here; starting again under TCG",
+            severity=Severity.WARNING,
             vm=vm.name,
-            pid=proc.pid,
+            accel="tcg",
         )
-        probe = readiness.Probe(vm, cfg, proc, cfg.ssh_port, cfg.agent_port, deadline, ctx.timeout)
-        stages = readiness.wait_ready(probe)
-    except BaseException:
-        # Whenever it came (even a Ctrl-C right after the spawn), nothing of
-        # this start may keep running.
-        if proc is not None:
-            start_t = procs.start_time(proc.pid)
-            if start_t is not None:
-                procs.terminate(proc.pid, start_t, vm.dir, grace_term=3.0)
-            proc.poll()
-        _cleanup_runtime_files(vm, cfg)
-        raise
+        rt, stages = _spawn_and_wait(ctx, vm, cfg, rt, runner, accelerator="tcg")
     # With virtiofs the runner stays QEMU's parent; from here on the pid we
     # supervise is QEMU's own.
     qpid = readiness.qemu_pid(vm)
@@ -371,6 +370,41 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
         stages=[s.model_dump() for s in rt.stages],
     )
     return rt
+
+
+def _spawn_and_wait(
+    ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime, runner: Path, *, accelerator: str
+) -> tuple[Runtime, list[StageTiming]]:
+    """One boot: the runner under `accelerator`, then the readiness wait; on
+    any exception nothing of it runs."""
+    deadline = time.monotonic() + ctx.timeout
+    proc = None
+    try:
+        with open(vm.runner_log, "ab") as log:
+            proc = tools.spawn([str(runner)], log=log, env={accel.ENV: accelerator})
+        rt = rt.model_copy(update={"pid": proc.pid, "pid_start_time": procs.start_time(proc.pid)})
+        store.save(vm.runtime, rt)
+        emit(
+            EventKind.PROCESS_SPAWNED,
+            f"QEMU runner started (pid {proc.pid})",
+            vm=vm.name,
+            pid=proc.pid,
+        )
+        probe = readiness.Probe(
+            vm, cfg, proc, cfg.ssh_port, cfg.agent_port, deadline, ctx.timeout, accelerator
+        )
+        stages = readiness.wait_ready(probe)
+    except BaseException:
+        # Whenever it came (even a Ctrl-C right after the spawn), nothing of
+        # this start may keep running.
+        if proc is not None:
+            start_t = procs.start_time(proc.pid)
+            if start_t is not None:
+                procs.terminate(proc.pid, start_t, vm.dir, grace_term=3.0)
+            proc.poll()
+        _cleanup_runtime_files(vm, cfg)
+        raise
+    return rt, stages
 
 
 def stop(ctx: Context, vm: VmPaths, timeouts: StopTimeouts | None = None) -> Runtime:
@@ -482,6 +516,13 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
         allow = egress_setup.edit_allowlist(cfg.allow, ch)
         if allow is not None and allow != cfg.allow:
             upd["allow"] = allow
+        if new.disk_size_mib < current.disk_size_mib and vm.disk.exists():
+            raise InvalidInput(
+                f"{VmSettings.flag('disk_size_mib')} {new.disk_size_mib} is smaller than "
+                f"VM {vm.name}'s disk ({current.disk_size_mib} MiB): a disk cannot shrink",
+                hint="'agent-vm reset' deletes the disk (everything the guest stored outside "
+                "the workspace); the next start then makes one of the new size",
+            )
         new_ssh = _new_pin(ch.ssh_port, cfg.ssh_port, cfg.ssh_port_pinned)
         new_agent = _new_pin(ch.port, cfg.agent_port, cfg.agent_port_pinned)
         running = state.alive(rt, vm.dir)

@@ -95,7 +95,9 @@ class VmSettings(_Strict):
     )
     disk_size_mib: DiskMiB = Field(
         default=8192,
-        description="guest disk size in MiB",
+        description="guest disk size in MiB; a larger size grows the existing disk at the next "
+        "start (and the guest's root file system as it boots); a smaller one is refused while "
+        "the disk exists ('reset' deletes it)",
         json_schema_extra={"flag": "--disk-size"},
     )
     ephemeral: bool = Field(

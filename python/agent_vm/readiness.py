@@ -2,7 +2,9 @@
 
 Each stage polls with a short, bounded backoff (so readiness is noticed
 within a fraction of a second) and checks that QEMU is still alive, so a
-guest that dies is reported at once rather than at the timeout.
+guest that dies is reported at once rather than at the timeout. Under KVM
+it also checks that the guest's console has said something within a few
+seconds: a kernel that KVM cannot run hangs silently (`KvmSilent`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from .paths import VmPaths
 
 BACKOFF_START = 0.05
 BACKOFF_MAX = 0.2
+# Under KVM the kernel's first console lines come within a second of QEMU
+# answering; this much silence means it hangs.
+KVM_SILENCE_SECONDS = 10.0
 
 STAGE_LABELS = {
     "qemu": "[1/3] starting QEMU",
@@ -30,10 +35,22 @@ STAGE_LABELS = {
 
 LIKELY_CAUSE = {
     "qemu": "QEMU did not come up; see {runner_log}",
-    "ssh": "the guest did not bring up sshd in time (still booting under slow TCG emulation, "
-    "or sshd failed); see the serial log {serial_log}",
+    "ssh": "the guest did not bring up sshd in time ({booting}, or sshd failed); "
+    "see the serial log {serial_log}",
     "agent": "the agent service did not answer on port {agent_port}; "
     "see 'agent-vm logs' and the serial log {serial_log}",
+}
+
+
+class KvmSilent(GuestFailed):
+    """Under KVM the guest printed nothing: Linux does not run under KVM on
+    this host. lifecycle falls back to TCG unless the user forced KVM."""
+
+
+# Why a guest can be slow to bring up sshd, by accelerator.
+_BOOTING = {
+    "tcg": "still booting under slow TCG emulation",
+    "kvm": "the guest stalled under KVM (AGENT_VM_ACCEL=tcg runs it under emulation)",
 }
 
 
@@ -46,6 +63,9 @@ class Probe:
     agent_port: int
     deadline: float
     timeout: float
+    accel: str = "tcg"
+    # Set once QEMU answers, under KVM: by then the console must have spoken.
+    console_deadline: float | None = None
 
     def check_alive(self) -> None:
         code = self.proc.poll()
@@ -55,12 +75,22 @@ class Probe:
                 hint=f"see {self.vm.runner_log} and {self.vm.serial_log}",
                 detail=tail(self.vm.runner_log, 15) or tail(self.vm.serial_log, 15),
             )
+        if self.console_deadline is not None and time.monotonic() >= self.console_deadline:
+            if _console_silent(self.vm):
+                raise KvmSilent(
+                    f"VM {self.vm.name} printed nothing on its console for "
+                    f"{KVM_SILENCE_SECONDS:g}s under KVM: Linux does not run under KVM here",
+                    hint="unset AGENT_VM_ACCEL (agent-vm then falls back to TCG by itself) "
+                    "or set AGENT_VM_ACCEL=tcg; 'agent-vm doctor' shows the KVM check",
+                )
+            self.console_deadline = None
 
     def timed_out(self, stage: str) -> StartTimeout:
         cause = LIKELY_CAUSE[stage].format(
             runner_log=self.vm.runner_log,
             serial_log=self.vm.serial_log,
             agent_port=self.agent_port,
+            booting=_BOOTING.get(self.accel, _BOOTING["tcg"]),
         )
         return StartTimeout(
             f"VM {self.vm.name} was not ready after {self.timeout:g}s: stage '{stage}' timed out",
@@ -121,6 +151,13 @@ def _ssh_attempt(probe: Probe) -> Callable[[], bool]:
     return attempt
 
 
+def _console_silent(vm: VmPaths) -> bool:
+    try:
+        return vm.serial_log.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
 def wait_ready(probe: Probe) -> list[StageTiming]:
     name = probe.vm.name
     stages = []
@@ -128,6 +165,8 @@ def wait_ready(probe: Probe) -> list[StageTiming]:
     stages.append(
         _poll(probe, "qemu", lambda: probe.vm.pidfile.exists() and qmp.answers(probe.vm.qmp_socket))
     )
+    if probe.accel == "kvm":
+        probe.console_deadline = time.monotonic() + KVM_SILENCE_SECONDS
     emit(
         EventKind.SSH_CONNECTING,
         f"waiting for SSH on {probe.cfg.host_address}:{probe.ssh_port}",

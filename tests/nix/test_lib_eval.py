@@ -44,6 +44,7 @@ in
 {
   inherit params;
   args = lib.qemuArgs args;
+  probeArgs = lib.kvmProbeArgs { inherit guest; hostSystem = system; };
   script = lib.runnerScript scriptArgs;
   runner = lib.mkRunner (scriptArgs // { writeScriptBin = name: text: { inherit name text; }; });
   escapeShellArg = lib.escapeShellArg str;
@@ -207,7 +208,7 @@ def test_qemu_arguments(expr_file: Path, tmp_path: Path) -> None:
     assert opt_after(args, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
     assert opt_after(args, "-chardev")[0] == (
         f"socket,id=console,path=console.sock,server=on,wait=off,"
-        f"logfile={state}/serial.log,logappend=on"
+        f"logfile={state}/serial.log,logappend=off"
     )
     assert opt_after(args, "-serial") == ["chardev:console"]
     assert opt_after(args, "-kernel") == ["/guest/vmlinuz"]
@@ -329,7 +330,7 @@ def test_commas_in_the_state_dir_are_doubled_in_qemu_options(
     assert f"id=disk,file={esc}/disk.qcow2,if=none,format=qcow2,discard=unmap" in opt_after(
         args, "-drive"
     )
-    assert opt_after(args, "-chardev")[0].endswith(f"logfile={esc}/serial.log,logappend=on")
+    assert opt_after(args, "-chardev")[0].endswith(f"logfile={esc}/serial.log,logappend=off")
     assert all(f"file={esc}/ssh/" in o for o in opt_after(args, "-fw_cfg"))
     # -pidfile takes a plain file name, not a QemuOpts list: no doubling.
     assert opt_after(args, "-pidfile") == [f"{state}/qemu.pid"]
@@ -483,6 +484,10 @@ def make_fakes(tmp_path: Path) -> Path:
     )
     (fake / "qemu-img").write_text(
         "#!/bin/sh\n"
+        # `info`: the size an existing disk has ($FAKE_DISK_BYTES, else 2 GiB).
+        'if [ "$1" = info ]; then\n'
+        '  echo "virtual size: X (${FAKE_DISK_BYTES:-2147483648} bytes)"; exit\n'
+        "fi\n"
         'printf "%s\\n" "$@" > "$FAKE_LOG/qemu-img.argv"\n'
         'for a; do case "$a" in *.tmp) : > "$a" ;; esac; done\n'
     )
@@ -513,10 +518,13 @@ def run_runner(
     virtiofsd: bool = False,
     real_disk_tools: bool = False,
     extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> tuple[subprocess.CompletedProcess[str], Path, int]:
     """Generate the runner for `p`, run it to its end with the fakes (or the
     real qemu-img and mkfs.ext4); (result, log dir, pid)."""
-    proc, log = start_runner(expr, tmp_path, p, accel, guest, virtiofsd, real_disk_tools, extra_env)
+    proc, log = start_runner(
+        expr, tmp_path, p, accel, guest, virtiofsd, real_disk_tools, extra_env, args
+    )
     out, err = proc.communicate(timeout=30)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), log, proc.pid
 
@@ -530,6 +538,7 @@ def start_runner(
     virtiofsd: bool = False,
     real_disk_tools: bool = False,
     extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[str], Path]:
     """Generate the runner for `p` and start it; (process, log dir)."""
     fake = tmp_path / "fake bin's"
@@ -561,7 +570,7 @@ def start_runner(
     if accel is not None:
         env["AGENT_VM_ACCEL"] = accel
     proc = subprocess.Popen(
-        [str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [str(runner), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     return proc, log
 
@@ -880,3 +889,101 @@ def test_a_root_format_needs_its_tool_and_must_be_known(expr_file: Path, tmp_pat
         evaluate(
             expr_file, "script", paramsFile=pf, guestJson='{"rootFormat": "xfs"}', mkfsExt4="/m"
         )
+
+
+def test_runner_grows_a_smaller_disk_and_never_shrinks_one(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    state.mkdir()
+    (state / "disk.qcow2").write_text("guest data")
+    res, log, _ = run_runner(
+        expr_file,
+        tmp_path,
+        params(state, diskSizeMiB=3072),
+        accel="tcg",
+        extra_env={"FAKE_DISK_BYTES": str(1024 << 20)},
+    )
+    assert res.returncode == 0, res.stderr
+    assert (log / "qemu-img.argv").read_text().splitlines() == [
+        "resize",
+        "-q",
+        "-f",
+        "qcow2",
+        f"{state}/disk.qcow2",
+        "3072M",
+    ]
+    assert res.stderr == "run-agent-vm: disk grown from 1024M to 3072M\n"
+    for bigger in (3072 << 20, 4096 << 20):
+        res, log, _ = run_runner(
+            expr_file,
+            tmp_path,
+            params(state, diskSizeMiB=3072),
+            accel="tcg",
+            extra_env={"FAKE_DISK_BYTES": str(bigger)},
+        )
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        assert not (log / "qemu-img.argv").exists()
+    assert (state / "disk.qcow2").read_text() == "guest data"
+
+
+def test_runner_grows_a_real_disk(expr_file: Path, tmp_path: Path) -> None:
+    """`update --disk-size` then start: the existing qcow2 has the new size
+    and keeps its file system (the guest grows that at boot)."""
+    state = tmp_path / "vm"
+    for size in (1024, 2048):
+        res, _, _ = run_runner(
+            expr_file,
+            tmp_path,
+            params(state, diskSizeMiB=size),
+            accel="tcg",
+            guest={"rootFormat": "ext4"},
+            real_disk_tools=True,
+        )
+        assert res.returncode == 0, res.stderr
+    assert res.stderr == "run-agent-vm: disk grown from 1024M to 2048M\n"
+    info = json.loads(
+        subprocess.run(
+            [_which("qemu-img"), "info", "--output=json", str(state / "disk.qcow2")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert info["virtual-size"] == 2048 << 20
+    raw = tmp_path / "disk.raw"
+    subprocess.run(
+        [_which("qemu-img"), "convert", "-O", "raw", str(state / "disk.qcow2"), str(raw)],
+        check=True,
+    )
+    header = subprocess.run(
+        [_which("dumpe2fs"), "-h", str(raw)], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"^Filesystem volume name:\s+agent-vm-root$", header, re.M)
+
+
+def test_kvm_probe_arguments(expr_file: Path) -> None:
+    """The VM's own kernel, alone: no initrd, disk, network or share, so it
+    panics looking for its root, and -no-reboot ends QEMU there."""
+    args = evaluate(expr_file, "probeArgs")
+    assert opt_after(args, "-kernel") == ["/guest/vmlinuz"]
+    assert opt_after(args, "-append") == ["console=ttyS0 panic=-1"]
+    assert opt_after(args, "-serial") == ["stdio"]
+    assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
+    assert opt_after(args, "-cpu") == ["max"]
+    assert "-no-reboot" in args and "-nodefaults" in args
+    for absent in ("-initrd", "-drive", "-netdev", "-fsdev", "-accel", "-qmp", "-pidfile"):
+        assert absent not in args, absent
+    aarch64 = evaluate(expr_file, "probeArgs", system="aarch64-linux")
+    assert opt_after(aarch64, "-append") == ["console=ttyAMA0 panic=-1"]
+
+
+def test_runner_kvm_probe_mode_touches_nothing(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    res, log, pid = run_runner(
+        expr_file, tmp_path, params(state), accel="tcg", args=("--kvm-probe",)
+    )
+    assert res.returncode == 0, res.stderr
+    probe = evaluate(expr_file, "probeArgs")
+    assert (log / "qemu.argv").read_text().splitlines() == ["-accel", "kvm", *probe]
+    assert int((log / "qemu.pid").read_text()) == pid  # exec'd
+    assert list(state.iterdir()) == []  # no disk made, no socket removed
+    assert not (log / "qemu-img.argv").exists()

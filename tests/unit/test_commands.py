@@ -16,7 +16,7 @@ from agent_vm.errors import InvalidInput
 from agent_vm.lifecycle import CreateOptions
 from agent_vm.models import VmConfig
 from agent_vm.paths import StateLayout, VmPaths
-from unit_fakes import make_repo
+from unit_fakes import make_repo, run_cli
 
 
 @pytest.fixture
@@ -91,3 +91,21 @@ def test_the_workspace_cannot_change(ctx: Context, vm: VmPaths, tmp_path: Path) 
 def test_a_config_module_that_is_not_a_file_is_refused(ctx: Context, vm: VmPaths) -> None:
     with pytest.raises(InvalidInput, match=r"--config .* is not a file"):
         apply(ctx, vm, "--config", "/nonexistent/guest.nix")
+
+
+def test_logs_previous_shows_the_boot_before(
+    ctx: Context, vm: VmPaths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("--state-dir", str(ctx.layout.root), "logs", vm.name, "--previous")
+    assert run_cli(capsys, *argv).out == f"VM {vm.name} has no previous boot's logs\n"
+    (vm.dir / "serial.log.1").write_text("Linux version 6\nreboot: Power down\n")
+    (vm.dir / "runner.log.1").write_text("qemu: terminating on signal 15\n")
+    vm.serial_log.write_text("this boot\n")
+    res = run_cli(capsys, *argv)
+    assert res.code == 0
+    assert res.out == (
+        f"--- previous boot's serial log ({vm.dir / 'serial.log.1'}) ---\n"
+        "Linux version 6\nreboot: Power down\n"
+        f"--- previous boot's runner log ({vm.dir / 'runner.log.1'}) ---\n"
+        "qemu: terminating on signal 15\n"
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_vm import gitops, lifecycle, params, procs, state, store, supervise
+from agent_vm import accel, gitops, lifecycle, params, procs, readiness, state, store, supervise
 from agent_vm.context import Context
 from agent_vm.errors import (
     AlreadyExists,
@@ -30,8 +30,9 @@ from agent_vm.errors import (
     StartTimeout,
     UnsavedWork,
 )
+from agent_vm.events import Severity
 from agent_vm.lifecycle import Changes, CreateOptions, StopTimeouts
-from agent_vm.models import Network, Runtime, VmState
+from agent_vm.models import Network, Runtime, StageTiming, VmState
 from agent_vm.names import vm_name
 from agent_vm.paths import StateLayout, VmPaths
 from plumbum import local
@@ -571,6 +572,24 @@ def test_update_changes_settings_and_keeps_disk_and_workspace(ctx: Context) -> N
     assert vm.disk.read_text() == "disk" and (vm.workspace / "f").read_text() == "ws"
 
 
+def test_a_disk_grows_but_never_shrinks(ctx: Context) -> None:
+    """The runner grows the disk at the next start (tests/nix); shrinking an
+    existing one would cut the guest's file system: refused."""
+    vm = create(ctx, disk_size=4096)
+    cfg, _ = lifecycle.update(ctx, vm, changes(disk_size=2048))  # no disk yet: any size
+    assert cfg.disk_size_mib == 2048
+    vm.disk.write_text("disk")
+    cfg, _ = lifecycle.update(ctx, vm, changes(disk_size=8192))
+    assert cfg.disk_size_mib == 8192
+    with pytest.raises(InvalidInput) as exc:
+        lifecycle.update(ctx, vm, changes(disk_size=4096))
+    assert exc.value.message == (
+        f"--disk-size 4096 is smaller than VM {vm.name}'s disk (8192 MiB): a disk cannot shrink"
+    )
+    assert exc.value.hint is not None and "agent-vm reset" in exc.value.hint
+    assert store.load_config(vm).disk_size_mib == 8192 and vm.disk.read_text() == "disk"
+
+
 def test_update_validates(ctx: Context) -> None:
     git(ctx.cwd, "branch", "other")
     vm = create(ctx)
@@ -740,3 +759,75 @@ def test_a_start_whose_agent_vm_was_killed_is_recovered(ctx: Context, fake_nix: 
     finally:
         orphan.kill()
         orphan.wait()
+
+
+# --- one boot per log; KVM that hangs ---------------------------------------------------
+
+
+def test_each_start_logs_only_its_own_boot(ctx: Context, fake_nix: Path) -> None:
+    """Error messages quote runner.log/serial.log: never the previous run's,
+    which stays as .1 for 'agent-vm logs --previous'."""
+    vm = create(ctx)
+    vm.serial_log.write_text("previous boot: reboot: Power down\n")
+    for _ in range(2):
+        with local.env(FAKE_NIX_MODE="crash"), pytest.raises(GuestFailed) as exc:
+            lifecycle.start(ctx, vm)
+        # This fake QEMU writes no serial log.
+        assert not vm.serial_log.exists()
+        assert (vm.dir / "serial.log.1").read_text() == "previous boot: reboot: Power down\n"
+    assert exc.value.detail == "qemu: could not open disk image"
+    assert vm.runner_log.read_text() == "qemu: could not open disk image\n"
+    assert (vm.dir / "runner.log.1").read_text() == "qemu: could not open disk image\n"
+
+
+def kvm_that_hangs(monkeypatch: pytest.MonkeyPatch, forced: bool) -> list[str]:
+    """The probe said KVM works, yet the guest is silent under it: wait_ready
+    raises KvmSilent for a kvm boot and succeeds for a tcg one."""
+    boots: list[str] = []
+    monkeypatch.setattr(
+        accel, "choose", lambda layout, runner: accel.Choice("kvm", "probed", forced=forced)
+    )
+
+    def wait_ready(probe: readiness.Probe) -> list[StageTiming]:
+        boots.append(probe.accel)
+        if probe.accel == "kvm":
+            raise readiness.KvmSilent("VM x printed nothing on its console for 10s under KVM")
+        return [StageTiming(stage=s, seconds=0.1, ok=True) for s in ("qemu", "ssh", "agent")]
+
+    monkeypatch.setattr(readiness, "wait_ready", wait_ready)
+    return boots
+
+
+def test_a_silent_kvm_boot_falls_back_to_tcg(
+    ctx: Context, fake_nix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGENT_VM_ACCEL")
+    boots = kvm_that_hangs(monkeypatch, forced=False)
+    vm = create(ctx)
+    _, rt = lifecycle.start(ctx, vm)
+    try:
+        assert boots == ["kvm", "tcg"]
+        assert rt.state is VmState.RUNNING
+        # Two runners ran, one after the other; the first is gone.
+        assert vm.runner_log.read_text().splitlines() == ["accel=kvm", "accel=tcg"]
+        fallback = [e for e in events(vm) if e["kind"] == "accel.fallback"]
+        assert len(fallback) == 1 and fallback[0]["severity"] == Severity.WARNING
+        assert "starting again under TCG" in fallback[0]["message"]
+        # Later starts this boot go straight to TCG.
+        cache = store.load(ctx.layout.root / "kvm-probe.json", accel.KvmProbe)
+        assert not cache.usable and "printed nothing" in cache.detail
+    finally:
+        lifecycle.stop(ctx, vm, StopTimeouts(powerdown=0.1, term=5, kill=5))
+
+
+def test_forced_kvm_does_not_fall_back(
+    ctx: Context, fake_nix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boots = kvm_that_hangs(monkeypatch, forced=True)
+    vm = create(ctx)
+    with pytest.raises(GuestFailed, match="printed nothing on its console"):
+        lifecycle.start(ctx, vm)
+    assert boots == ["kvm"]
+    pid = int((vm.dir / "fake-qemu.pid").read_text())
+    assert procs.wait_gone(pid, 5)
+    assert store.load_runtime(vm).state is VmState.FAILED

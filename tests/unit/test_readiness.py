@@ -22,8 +22,12 @@ def vm(tmp_path: Path) -> VmPaths:
     return vm
 
 
-def probe_for(vm: VmPaths, proc: subprocess.Popen[bytes], timeout: float) -> readiness.Probe:
-    return readiness.Probe(vm, vm_config(), proc, 2222, 8000, time.monotonic() + timeout, timeout)
+def probe_for(
+    vm: VmPaths, proc: subprocess.Popen[bytes], timeout: float, accel: str = "tcg"
+) -> readiness.Probe:
+    return readiness.Probe(
+        vm, vm_config(), proc, 2222, 8000, time.monotonic() + timeout, timeout, accel
+    )
 
 
 @pytest.fixture
@@ -73,6 +77,7 @@ def test_timeout_names_the_stage_and_shows_the_serial_log(
         readiness.wait_ready(probe_for(vm, alive_proc, 0.3))
     assert exc.value.message == ("VM main-0123abcd was not ready after 0.3s: stage 'ssh' timed out")
     assert exc.value.hint is not None and "likely cause" in exc.value.hint
+    assert "slow TCG emulation" in exc.value.hint
     assert exc.value.detail == "Booting...\nKernel panic - not syncing"
 
 
@@ -93,3 +98,57 @@ def test_qemu_pid_of_a_bad_pidfile(vm: VmPaths) -> None:
     assert readiness.qemu_pid(vm) is None
     vm.pidfile.write_text("garbage")
     assert readiness.qemu_pid(vm) is None
+
+
+def test_a_silent_console_under_kvm_is_a_kvm_hang(
+    vm: VmPaths,
+    alive_proc: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel KVM cannot run prints nothing; that is said within seconds,
+    not blamed on slow TCG at the readiness timeout."""
+    monkeypatch.setattr(readiness, "KVM_SILENCE_SECONDS", 0.3)
+    vm.pidfile.write_text("1\n")
+    vm.serial_log.write_bytes(b"")
+    monkeypatch.setattr(qmp, "answers", lambda p: True)
+    monkeypatch.setattr(ssh, "banner", lambda h, p: False)
+    t0 = time.monotonic()
+    with pytest.raises(readiness.KvmSilent) as exc:
+        readiness.wait_ready(probe_for(vm, alive_proc, 30, accel="kvm"))
+    assert time.monotonic() - t0 < 5
+    assert exc.value.exit_code == 15  # a GuestFailed when the user forced KVM
+    assert exc.value.message == (
+        "VM main-0123abcd printed nothing on its console for 0.3s under KVM: "
+        "Linux does not run under KVM here"
+    )
+    assert exc.value.hint is not None and "AGENT_VM_ACCEL" in exc.value.hint
+
+
+def test_a_talking_console_under_kvm_is_waited_for(
+    vm: VmPaths,
+    alive_proc: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(readiness, "KVM_SILENCE_SECONDS", 0.1)
+    vm.pidfile.write_text("1\n")
+    vm.serial_log.write_text("[    0.0] Linux version 6.1\n")
+    monkeypatch.setattr(qmp, "answers", lambda p: True)
+    monkeypatch.setattr(ssh, "banner", lambda h, p: False)
+    with pytest.raises(StartTimeout) as exc:
+        readiness.wait_ready(probe_for(vm, alive_proc, 0.5, accel="kvm"))
+    assert exc.value.hint is not None
+    assert "TCG emulation" not in exc.value.hint.replace("AGENT_VM_ACCEL=tcg", "")
+    assert "stalled under KVM" in exc.value.hint
+
+
+def test_tcg_never_checks_the_console(
+    vm: VmPaths,
+    alive_proc: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(readiness, "KVM_SILENCE_SECONDS", 0.0)
+    vm.pidfile.write_text("1\n")
+    monkeypatch.setattr(qmp, "answers", lambda p: True)
+    monkeypatch.setattr(ssh, "banner", lambda h, p: False)
+    with pytest.raises(StartTimeout):
+        readiness.wait_ready(probe_for(vm, alive_proc, 0.3))
