@@ -384,6 +384,21 @@ in
       # No host key is generated in the guest (hostKeys = [ ]): the unit
       # that would would only log its refusal at every boot.
       systemd.services.sshd-keygen.enable = false;
+
+      # The runner grows the disk when the VM's disk size goes up (`agent-vm
+      # update --disk-size`); the file system follows here, before sshd so
+      # the room is there once the VM is ready. ext4 grows while mounted; with
+      # nothing to grow this returns at once.
+      systemd.services.agent-vm-grow-root = {
+        description = "Grow the root file system to the size of its disk";
+        wantedBy = [ "multi-user.target" ];
+        before = [ "sshd.service" ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${pkgs.e2fsprogs}/bin/resize2fs ${config.fileSystems."/".device}";
+        };
+      };
       systemd.services.agent-vm-credentials = {
         description = "Install the VM's SSH keys from its boot credentials";
         wantedBy = [ "multi-user.target" ];

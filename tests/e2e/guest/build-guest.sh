@@ -43,7 +43,7 @@ root="$work/root"
 packages=(
   systemd systemd-sysv udev dbus kmod
   linux-image-amd64 initramfs-tools
-  openssh-server iproute2 busybox sudo git procps
+  openssh-server iproute2 busybox sudo git procps e2fsprogs
   curl ca-certificates
 )
 echo "build-guest: mmdebstrap $suite into $work" >&2

@@ -31,10 +31,12 @@ install -D -m 0644 "$root/etc/ssl/certs/ca-certificates.crt" "$root/usr/local/sh
 install -m 0755 "$files/agent-vm-agent" "$root/usr/local/sbin/agent-vm-agent"
 install -m 0644 "$files/agent-vm-setup.service" "$root/etc/systemd/system/agent-vm-setup.service"
 install -m 0644 "$files/agent-vm-agent.service" "$root/etc/systemd/system/agent-vm-agent.service"
+install -m 0644 "$files/agent-vm-growfs.service" "$root/etc/systemd/system/agent-vm-growfs.service"
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
 install -m 0644 "$files/ssh-after-setup.conf" "$root/etc/systemd/system/ssh.service.d/agent-vm.conf"
 
-chroot "$root" systemctl enable systemd-networkd.service agent-vm-setup.service agent-vm-agent.service
+chroot "$root" systemctl enable systemd-networkd.service agent-vm-setup.service agent-vm-agent.service \
+  agent-vm-growfs.service
 # Nothing on the way to sshd that need not be there.
 chroot "$root" systemctl mask \
   systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer \
