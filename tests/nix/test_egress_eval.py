@@ -111,7 +111,7 @@ def test_no_secret_reaches_the_command_line(expr: Path) -> None:
 def test_the_runner_starts_the_engine_before_qemu_and_waits_for_its_socket(expr: Path) -> None:
     script = ev(expr, "script")
     start = script.index("/nix/store/y-agent-vm/bin/agent-vm-egress")
-    assert start < script.index("exec '/q'")
+    assert start < script.index("exec '/q' '-name'")  # the VM's QEMU, not --kvm-probe's
     assert "while [ ! -S egress/proxy.sock ]" in script
     line = next(ln for ln in script.splitlines() if "agent-vm-egress" in ln)
     # Its command line: the program and the VM directory, nothing else.
