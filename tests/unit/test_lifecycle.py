@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_vm import accel, gitops, lifecycle, params, procs, readiness, state, store, supervise
+from agent_vm import (
+    accel,
+    gitops,
+    lifecycle,
+    params,
+    procs,
+    readiness,
+    state,
+    store,
+    supervise,
+    tools,
+)
 from agent_vm.context import Context
 from agent_vm.errors import (
     AlreadyExists,
@@ -713,22 +724,27 @@ def test_an_interrupt_right_after_the_spawn_stops_qemu(
     """Ctrl-C (or SIGTERM) between spawning the runner and the readiness
     wait: the VM is recorded stopped, and its QEMU really is gone."""
     vm = create(ctx)
-    real_start_time = procs.start_time
-    calls = 0
+    real_spawn, real_start_time = tools.spawn, procs.start_time
+    spawned: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        spawned.append(real_spawn(*args, **kwargs))
+        return spawned[-1]
+
+    interrupted: list[int] = []
 
     def interrupted_once_spawned(pid: int) -> int | None:
-        nonlocal calls
-        calls += 1
-        t = real_start_time(pid)
-        if pid != os.getpid() and calls == 2:  # the runner's, right after the spawn
+        if spawned and pid == spawned[0].pid and not interrupted:  # right after the spawn
+            interrupted.append(pid)
             raise KeyboardInterrupt
-        return t
+        return real_start_time(pid)
 
+    monkeypatch.setattr(tools, "spawn", spawn)
     monkeypatch.setattr(procs, "start_time", interrupted_once_spawned)
     with pytest.raises(KeyboardInterrupt):
         lifecycle.start(ctx, vm)
-    pid = int((vm.dir / "fake-qemu.pid").read_text())
-    assert procs.wait_gone(pid, 5), "the runner was left running"
+    assert len(spawned) == 1
+    assert spawned[0].wait(timeout=5) is not None, "the runner was left running"
     rt = store.load_runtime(vm)
     assert rt.state is VmState.STOPPED and rt.pid is None
 
