@@ -1,7 +1,7 @@
 # The agent service's MCP proxy: its configuration file and command line.
 # Pure, so both are evaluated and asserted without nixpkgs.
 { }:
-{
+rec {
   /**
     mcp-proxy's `--named-server-config` document for the declared servers.
     Disabled servers are left out (mcp-proxy refuses a server it cannot
@@ -19,21 +19,23 @@
   };
 
   /**
-    mcp-proxy's arguments: listen on every guest interface (the guest
-    firewall and QEMU's host forward decide who reaches it) on `port`.
+    mcp-proxy's arguments: listen on `host`:`port`. In the guest that is
+    loopback: the reverse proxy in front of it (nginx) is what the agent
+    port reaches, and it checks the token and the Host header first.
 
-    Type: mcpProxyArgs :: { port, configFile, passEnvironment ? true, extraArgs ? [ ] } -> [string]
+    Type: mcpProxyArgs :: { port, configFile, host ? "127.0.0.1", passEnvironment ? true, extraArgs ? [ ] } -> [string]
   */
   mcpProxyArgs =
     {
       port,
       configFile,
+      host ? "127.0.0.1",
       passEnvironment ? true,
       extraArgs ? [ ],
     }:
     [
       "--host"
-      "0.0.0.0"
+      host
       "--port"
       (toString port)
       "--named-server-config"
@@ -47,4 +49,43 @@
     it with 200 and JSON once every server has started.
   */
   healthPath = "/status";
+
+  /**
+    The `Host` header values the guest's reverse proxy accepts on the agent
+    port: the host-side address and port a client on the host connects to.
+    Only these, so a web page that rebinds its own DNS name to 127.0.0.1
+    (DNS rebinding) is refused: its requests carry that name. `localhost`
+    and `127.0.0.1` always; the bound address too when it is another
+    specific one (`--host 10.0.0.5`). Bound to every interface (0.0.0.0)
+    there is no one address to name: clients elsewhere send
+    `Host: 127.0.0.1:<port>` (or come through an SSH tunnel).
+
+    Type: agentHosts :: { hostAddress, agentPort, ... } -> [string]
+
+    Example: agentHosts { hostAddress = "127.0.0.1"; agentPort = 8000; }
+      => [ "127.0.0.1:8000" "localhost:8000" ]
+  */
+  agentHosts =
+    params:
+    let
+      port = toString params.agentPort;
+      address = params.hostAddress;
+    in
+    [
+      "127.0.0.1:${port}"
+      "localhost:${port}"
+    ]
+    ++ (if address == "127.0.0.1" || address == "0.0.0.0" then [ ] else [ "${address}:${port}" ]);
+
+  /**
+    What the guest learns about its agent port on the kernel command line
+    (per VM, so not in the guest's closure): the accepted `Host` values.
+    Nothing secret: any guest process can read /proc/cmdline. The token
+    travels as a credential (`credentials.agentToken`).
+
+    Type: agentKernelParams :: attrset -> [string]
+  */
+  agentKernelParams = params: [
+    "agent_vm.agent_hosts=${builtins.concatStringsSep "," (agentHosts params)}"
+  ];
 }

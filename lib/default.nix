@@ -9,10 +9,10 @@ let
   strings = import ./strings.nix { };
   params = import ./params.nix { };
   egress = import ./egress.nix { inherit strings; };
-  qemuArgs = import ./qemu-args.nix { inherit strings egress; };
+  agent = import ./agent.nix { };
+  qemuArgs = import ./qemu-args.nix { inherit strings egress agent; };
   runner = import ./runner-script.nix { inherit strings qemuArgs egress; };
   guest = import ./guest.nix { };
-  agent = import ./agent.nix { };
   hostUnits = import ./host-units.nix { };
 in
 {
@@ -42,7 +42,13 @@ in
       ;
   };
   inherit (guest) guestSettings kernelCmdline qemuBinary;
-  inherit (agent) mcpProxyConfig mcpProxyArgs healthPath;
+  inherit (agent)
+    mcpProxyConfig
+    mcpProxyArgs
+    healthPath
+    agentHosts
+    agentKernelParams
+    ;
   inherit (hostUnits) upArgs portClashes;
 
   /**

@@ -2,7 +2,11 @@
 # needs only builtins, so tests evaluate it with `nix-instantiate --eval`
 # and assert on every flag that matters for safety (forwards bound to the
 # chosen host address, restrict=on, the share's security model).
-{ strings, egress }:
+{
+  strings,
+  egress,
+  agent,
+}:
 let
   inherit (strings) qemuOpts;
   egressLib = egress;
@@ -15,6 +19,10 @@ let
   credentials = {
     sshHostKey = "agent-vm.ssh-host-key";
     authorizedKeys = "agent-vm.authorized-keys";
+    # The agent port's bearer token (the guest's reverse proxy checks it).
+    agentToken = "agent-vm.agent-token";
+    # NAME=value lines for the MCP servers, readable only by their unit.
+    mcpSecrets = "agent-vm.mcp-secrets";
   };
 
   # virtiofsd's socket for a share, relative to the state directory.
@@ -97,6 +105,8 @@ rec {
     serialLog = "${stateDir}/serial.log";
     hostKey = "${stateDir}/ssh/ssh_host_ed25519_key";
     authorizedKeys = "${stateDir}/ssh/id_ed25519.pub";
+    agentToken = "${stateDir}/secrets/agent-token";
+    mcpSecrets = "${stateDir}/secrets/mcp.env";
   };
 
   /**
@@ -253,7 +263,9 @@ rec {
       "-initrd"
       (toString guest.initrd)
       "-append"
-      "console=${arch.console} ${guest.cmdline}"
+      (builtins.concatStringsSep " " (
+        [ "console=${arch.console}" guest.cmdline ] ++ agent.agentKernelParams params
+      ))
       "-pidfile"
       p.pidFile
       "-qmp"
@@ -332,6 +344,16 @@ rec {
       (qemuOpts "" [
         (opt "name" "opt/io.systemd.credentials/${credentials.authorizedKeys}")
         (opt "file" p.authorizedKeys)
+      ])
+      "-fw_cfg"
+      (qemuOpts "" [
+        (opt "name" "opt/io.systemd.credentials/${credentials.agentToken}")
+        (opt "file" p.agentToken)
+      ])
+      "-fw_cfg"
+      (qemuOpts "" [
+        (opt "name" "opt/io.systemd.credentials/${credentials.mcpSecrets}")
+        (opt "file" p.mcpSecrets)
       ])
     ]
     ++ (if allow then egressLib.fwCfgArgs params.stateDir else [ ])

@@ -194,7 +194,17 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     _port_args(p, update=False)
     _allow_args(p, update=False)
     p.add_argument("--workspace", help="share this existing directory instead of a per-branch copy")
+    _mcp_env(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _mcp_env(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mcp-env",
+        metavar="FILE",
+        help="NAME=value lines for the MCP servers (API tokens): copied into the VM's state "
+        "and handed in at boot, readable in the guest only by the servers' own user",
+    )
 
 
 def _foreground(p: argparse.ArgumentParser) -> None:
@@ -277,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(p, update=True)
     _port_args(p, update=True)
     _allow_args(p, update=True)
+    _mcp_env(p)
     p = sub.add_parser("reset", help="delete the VM's disk, keep config and workspace")
     _target(p)
     p = sub.add_parser("destroy", help="stop the VM and delete it and its workspace")
@@ -289,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="state, pid, uptime, ports and reachability")
     _target(p)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "mcp-config", help="MCP client configuration for the VM's agent port (with its token)"
+    )
+    _target(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON")
     p = sub.add_parser("list", help="every VM in the state dir")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("shell", help="SSH into the VM, or run a command: shell BRANCH -- CMD…")
@@ -309,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check this host: nix, KVM, tools, ports, state dir")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("schema", help="print the JSON schema of a --json output")
-    p.add_argument("output", choices=["status", "list", "doctor", "create", "start", "event"])
+    p.add_argument(
+        "output",
+        choices=["status", "list", "doctor", "create", "start", "mcp-config", "event"],
+    )
     return parser
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import state, status, store, targets
 from .context import Context
-from .errors import HostNotReady, InvalidInput, NotRunning
+from .errors import HostNotReady, InvalidInput, NotFound, NotRunning
 from .events import warn
 from .fsutil import previous
 from .models import VmConfig, VmSettings, VmState
@@ -38,19 +38,55 @@ def _print_json(obj: object) -> None:
 
 
 def _connect_help(vm: VmPaths, cfg: VmConfig) -> str:
-    from . import ssh
+    from . import health, ssh
 
     argv = ssh.command_argv(vm, cfg, cfg.ssh_port, None, tty=True)
+    address = health.client_address(cfg.host_address)
     return "\n".join(
         [
             f"VM {cfg.name} (branch {cfg.branch}) is running",
             f"  shell:  agent-vm shell {cfg.name}",
             f"  ssh:    {' '.join(_q(a) for a in argv)}",
-            f"  agent:  http://{cfg.host_address}:{cfg.agent_port}/servers/<name>/mcp/"
-            " (or …/sse; /status lists the servers)",
+            f"  agent:  http://{address}:{cfg.agent_port}/servers/<name>/mcp/"
+            " (or …/sse; /status lists the servers; every request needs the token)",
             f"  files:  {cfg.workspace} (guest: /workspace)",
+            _mcp_help(vm, cfg, cfg.agent_port, None),
         ]
     )
+
+
+def _mcp_help(vm: VmPaths, cfg: VmConfig, port: int, servers: list[str] | None) -> str:
+    """The client configuration lines; `servers` None: ask the running agent."""
+    from . import agent_secrets, health, mcp_config
+
+    token = agent_secrets.read_token(vm)
+    if token is None:
+        return "# MCP client configuration: the VM has no agent token until it starts"
+    if servers is None:
+        servers = health.agent_status(cfg.host_address, port, token)
+    return mcp_config.render(mcp_config.build(cfg, port, token, servers))
+
+
+def _mcp_env(a: argparse.Namespace) -> str | None:
+    """The checked content of --mcp-env, read before anything is changed."""
+    from . import agent_secrets
+
+    path = getattr(a, "mcp_env", None)
+    return agent_secrets.read_env_file(Path(path)) if path else None
+
+
+def _apply_mcp_env(ctx: Context, vm: VmPaths, text: str | None) -> None:
+    from . import agent_secrets
+
+    if text is None:
+        return
+    with ctx.lock(vm.name):
+        changed = agent_secrets.set_mcp_secrets(vm, text)
+    if changed and status.status(ctx, vm, probe=False).state == VmState.RUNNING:
+        warn(
+            f"VM {vm.name} runs with its old MCP environment",
+            hint="'agent-vm restart' hands the new one in",
+        )
 
 
 def _q(a: str) -> str:
@@ -104,7 +140,9 @@ def _create_options(a: argparse.Namespace) -> CreateOptions:
 def cmd_create(ctx: Context, a: argparse.Namespace) -> int:
     from . import lifecycle
 
+    env = _mcp_env(a)
     cfg = lifecycle.create(ctx, _create_options(a))
+    _apply_mcp_env(ctx, ctx.layout.vm(cfg.name), env)
     if a.json:
         _print_json(status.as_json(status.status(ctx, ctx.layout.vm(cfg.name), probe=False)))
     else:
@@ -139,6 +177,7 @@ def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
     from . import lifecycle, preflight
 
     preflight.check_start()  # before a VM is made that could not start
+    env = _mcp_env(a)
     # Only this repository's branch: a VM of another repository with the
     # same branch name is never taken over.
     _, vm = targets.for_branch(ctx, a.branch)
@@ -147,6 +186,7 @@ def cmd_up(ctx: Context, a: argparse.Namespace) -> int:
     else:
         cfg = lifecycle.create(ctx, _create_options(a))
         vm = ctx.layout.vm(cfg.name)
+    _apply_mcp_env(ctx, vm, env)
     if status.status(ctx, vm, probe=False).state != VmState.RUNNING:
         lifecycle.start(ctx, vm)
     _report_started(ctx, vm, store.load_config(vm), a.json)
@@ -222,7 +262,9 @@ def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
     from . import lifecycle
 
     vm = targets.resolve(ctx, a.target)
+    env = _mcp_env(a)
     cfg, restart = lifecycle.update(ctx, vm, _changes(a, ports=True))
+    _apply_mcp_env(ctx, vm, env)
     print(
         f"updated VM {cfg.name}"
         + ("; restart it to apply ('agent-vm restart')" if restart else "; applies on next start")
@@ -255,6 +297,33 @@ def cmd_status(ctx: Context, a: argparse.Namespace) -> int:
         _print_json(status.as_json(st))
     else:
         print(status.render_status(st))
+        if st.agent_reachable and st.agent_port:
+            print(_mcp_help(vm, store.load_config(vm), st.agent_port, st.agent_servers))
+    return 0
+
+
+def cmd_mcp_config(ctx: Context, a: argparse.Namespace) -> int:
+    from . import agent_secrets, health, mcp_config
+
+    vm = targets.resolve(ctx, a.target)
+    cfg = store.load_config(vm)
+    rt = store.load_runtime(vm)
+    token = agent_secrets.read_token(vm)
+    if token is None:
+        raise NotFound(
+            f"VM {vm.name} has no agent token yet",
+            hint="'agent-vm start' makes one",
+        )
+    port = rt.agent_port or cfg.agent_port
+    current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
+    servers = (
+        health.agent_status(cfg.host_address, port, token) if current == VmState.RUNNING else None
+    )
+    conf = mcp_config.build(cfg, port, token, servers)
+    if a.json:
+        _print_json(conf.model_dump(mode="json"))
+    else:
+        print(mcp_config.render(conf))
     return 0
 
 
@@ -369,7 +438,7 @@ def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def _schemas() -> dict[str, type[BaseModel]]:
-    from . import doctor
+    from . import doctor, mcp_config
     from .events import Event
 
     return {
@@ -378,6 +447,7 @@ def _schemas() -> dict[str, type[BaseModel]]:
         "doctor": doctor.DoctorReport,
         "create": status.VmStatus,
         "start": status.VmStatus,
+        "mcp-config": mcp_config.McpConfig,
         "event": Event,
     }
 
@@ -403,6 +473,7 @@ COMMANDS = {
     "reset": cmd_reset,
     "destroy": cmd_destroy,
     "status": cmd_status,
+    "mcp-config": cmd_mcp_config,
     "list": cmd_list,
     "shell": cmd_shell,
     "console": cmd_console,

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from . import (
     accel,
+    agent_secrets,
     diskspace,
     gitops,
     keys,
@@ -172,6 +173,7 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
         try:
             ensure_private_dir(tmp.dir)
             keys.generate(tmp, name)
+            agent_secrets.prepare(tmp)
             emit(EventKind.SSH_KEY_GENERATED, "generated SSH client and host keys", vm=name)
             if shared is not None:
                 workspace, owned = shared, False
@@ -278,6 +280,7 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
         if cfg.network == Network.ALLOW:
             egress_setup.prepare(vm.dir, cfg, ctx.layout.root)
         atomic_write(vm.params, params.for_vm(vm, cfg).to_json())
+        agent_secrets.prepare(vm)
         rt = state.starting(rt, vm.name, cfg.ssh_port, cfg.agent_port)
         store.save(vm.runtime, rt)
         emit(EventKind.VM_STARTING, f"starting VM {vm.name}", vm=vm.name)

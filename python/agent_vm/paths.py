@@ -104,6 +104,18 @@ class VmPaths:
         return self.ssh_dir / "known_hosts"
 
     @property
+    def secrets_dir(self) -> Path:
+        return self.dir / "secrets"
+
+    @property
+    def agent_token(self) -> Path:
+        return self.secrets_dir / "agent-token"
+
+    @property
+    def mcp_secrets(self) -> Path:
+        return self.secrets_dir / "mcp.env"
+
+    @property
     def qmp_socket(self) -> Path:
         return self.dir / "qmp.sock"
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import health, qmp, ssh
+from . import agent_secrets, health, qmp, ssh
 from .errors import GuestFailed, StartTimeout
 from .events import REPORTER, EventKind, Severity, emit
 from .fsutil import tail
@@ -37,7 +37,7 @@ LIKELY_CAUSE = {
     "qemu": "QEMU did not come up; see {runner_log}",
     "ssh": "the guest did not bring up sshd in time ({booting}, or sshd failed); "
     "see the serial log {serial_log}",
-    "agent": "the agent service did not answer on port {agent_port}; "
+    "agent": "the agent service did not answer on port {agent_port} (a 200 to the VM's token); "
     "see 'agent-vm logs' and the serial log {serial_log}",
 }
 
@@ -181,9 +181,12 @@ def wait_ready(probe: Probe) -> list[StageTiming]:
         vm=name,
         stage="agent",
     )
+    token = agent_secrets.read_token(probe.vm)
     stages.append(
         _poll(
-            probe, "agent", lambda: health.agent_healthy(probe.cfg.host_address, probe.agent_port)
+            probe,
+            "agent",
+            lambda: health.agent_healthy(probe.cfg.host_address, probe.agent_port, token),
         )
     )
     emit(EventKind.AGENT_HEALTHY, f"agent healthy after {stages[-1].seconds:.1f}s", vm=name)

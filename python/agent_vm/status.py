@@ -45,6 +45,7 @@ class VmStatus(BaseModel):
     agent_port: int | None = None
     ssh_reachable: bool | None = None
     agent_reachable: bool | None = None
+    agent_servers: list[str] | None = None
     workspace: str | None = None
     repo: str | None = None
     stages: list[StageTiming] = []
@@ -100,10 +101,12 @@ def status(
         st.uptime_seconds = round((datetime.now(UTC) - rt.started_at).total_seconds(), 1)
     if probe and running:
         # Only a probing status of a running VM pays for ssh and http.client.
-        from . import health, ssh  # noqa: PLC0415
+        from . import agent_secrets, health, ssh  # noqa: PLC0415
 
         st.ssh_reachable = ssh.login_works(vm, cfg, ssh_port, timeout=3)[0]
-        st.agent_reachable = health.agent_healthy(cfg.host_address, agent_port)
+        servers = health.agent_status(cfg.host_address, agent_port, agent_secrets.read_token(vm))
+        st.agent_reachable = servers is not None
+        st.agent_servers = servers
     return st
 
 

@@ -213,7 +213,9 @@ def test_qemu_arguments(expr_file: Path, tmp_path: Path) -> None:
     assert opt_after(args, "-serial") == ["chardev:console"]
     assert opt_after(args, "-kernel") == ["/guest/vmlinuz"]
     assert opt_after(args, "-initrd") == ["/guest/initrd"]
-    assert opt_after(args, "-append") == ["console=ttyS0 root=/dev/vda"]
+    assert opt_after(args, "-append") == [
+        "console=ttyS0 root=/dev/vda agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
+    ]
     # No SATA, SMBus, VMware port or PS/2 controller: nothing the guest uses.
     assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
     assert opt_after(args, "-cpu") == ["max"]
@@ -236,6 +238,27 @@ def test_forwards_are_bound_to_the_host_address(expr_file: Path, tmp_path: Path)
         expr_file, tmp_path, params(tmp_path, hostAddress="10.1.2.3", guestAgentPort=3000)
     )
     assert "hostfwd=tcp:10.1.2.3:8000-:3000" in opt_after(other, "-netdev")[0]
+
+
+@pytest.mark.parametrize(
+    ("address", "hosts"),
+    [
+        ("127.0.0.1", "127.0.0.1:8123,localhost:8123"),
+        # A client on the host reaches a specific address by that address.
+        ("10.1.2.3", "127.0.0.1:8123,localhost:8123,10.1.2.3:8123"),
+        ("127.0.0.2", "127.0.0.1:8123,localhost:8123,127.0.0.2:8123"),
+        # Every interface: no one name to accept beyond the loopback ones.
+        ("0.0.0.0", "127.0.0.1:8123,localhost:8123"),
+    ],
+)
+def test_the_guest_learns_the_host_names_of_its_agent_port(
+    expr_file: Path, tmp_path: Path, address: str, hosts: str
+) -> None:
+    """The Host header check (DNS rebinding) needs the host-side port, which
+    differs per VM: it travels on the kernel command line, not in the closure."""
+    args = qemu_args(expr_file, tmp_path, params(tmp_path, hostAddress=address, agentPort=8123))
+    (append,) = opt_after(args, "-append")
+    assert append.split()[-1] == f"agent_vm.agent_hosts={hosts}"
 
 
 def test_network_none_is_restrict_on(expr_file: Path, tmp_path: Path) -> None:
@@ -276,8 +299,12 @@ def test_credential_names_fit_fw_cfg(expr_file: Path) -> None:
     assert names == {
         "sshHostKey": "agent-vm.ssh-host-key",
         "authorizedKeys": "agent-vm.authorized-keys",
+        "agentToken": "agent-vm.agent-token",
+        "mcpSecrets": "agent-vm.mcp-secrets",
     }
     assert all(len(f"opt/io.systemd.credentials/{n}") <= 55 for n in names.values())
+    # systemd's own limit for a credential name passed this way.
+    assert all(len(n) <= 28 for n in names.values())
 
 
 def test_disks_and_credentials(expr_file: Path, tmp_path: Path) -> None:
@@ -297,6 +324,8 @@ def test_disks_and_credentials(expr_file: Path, tmp_path: Path) -> None:
     assert opt_after(args, "-fw_cfg") == [
         f"name=opt/io.systemd.credentials/agent-vm.ssh-host-key,file={state}/ssh/ssh_host_ed25519_key",
         f"name=opt/io.systemd.credentials/agent-vm.authorized-keys,file={state}/ssh/id_ed25519.pub",
+        f"name=opt/io.systemd.credentials/agent-vm.agent-token,file={state}/secrets/agent-token",
+        f"name=opt/io.systemd.credentials/agent-vm.mcp-secrets,file={state}/secrets/mcp.env",
     ]
     # Without a store image there is one disk.
     assert len(opt_after(qemu_args(expr_file, tmp_path, params(state)), "-drive")) == 1
@@ -313,7 +342,9 @@ def test_extra_args_and_aarch64(expr_file: Path, tmp_path: Path) -> None:
     assert args[-2:] == ["-device", "x"]
     # GICv3-only hosts refuse virt's default GICv2 under KVM.
     assert opt_after(args, "-machine") == ["virt,gic-version=max"]
-    assert opt_after(args, "-append") == ["console=ttyAMA0 root=/dev/vda"]
+    assert opt_after(args, "-append") == [
+        "console=ttyAMA0 root=/dev/vda agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
+    ]
     with pytest.raises(NixError, match=r"agent-vm: unsupported system riscv64-linux"):
         qemu_args(expr_file, tmp_path, params(tmp_path), system="riscv64-linux")
 
@@ -331,7 +362,9 @@ def test_commas_in_the_state_dir_are_doubled_in_qemu_options(
         args, "-drive"
     )
     assert opt_after(args, "-chardev")[0].endswith(f"logfile={esc}/serial.log,logappend=off")
-    assert all(f"file={esc}/ssh/" in o for o in opt_after(args, "-fw_cfg"))
+    assert all(
+        f"file={esc}/ssh/" in o or f"file={esc}/secrets/" in o for o in opt_after(args, "-fw_cfg")
+    )
     # -pidfile takes a plain file name, not a QemuOpts list: no doubling.
     assert opt_after(args, "-pidfile") == [f"{state}/qemu.pid"]
 
@@ -410,6 +443,8 @@ def test_state_paths(expr_file: Path) -> None:
         "serialLog": "/s/serial.log",
         "hostKey": "/s/ssh/ssh_host_ed25519_key",
         "authorizedKeys": "/s/ssh/id_ed25519.pub",
+        "agentToken": "/s/secrets/agent-token",
+        "mcpSecrets": "/s/secrets/mcp.env",
     }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_vm import health, qmp, readiness, ssh
+from agent_vm import agent_secrets, health, qmp, readiness, ssh
 from agent_vm.errors import GuestFailed, StartTimeout
 from agent_vm.paths import StateLayout, VmPaths
 from unit_fakes import vm_config
@@ -46,11 +46,15 @@ def test_all_stages_in_order(
     monkeypatch.setattr(qmp, "answers", lambda p: calls.append("qmp") or True)
     monkeypatch.setattr(ssh, "banner", lambda h, p: calls.append("banner") or True)
     monkeypatch.setattr(ssh, "login_works", lambda *a, **k: (calls.append("login") or True, ""))
-    monkeypatch.setattr(health, "agent_healthy", lambda h, p: calls.append("agent") or True)
+    token = agent_secrets.prepare(vm)
+    monkeypatch.setattr(
+        health, "agent_healthy", lambda h, p, t: calls.append(f"agent {p} {t}") or True
+    )
     stages = readiness.wait_ready(probe_for(vm, alive_proc, 10))
     assert [s.stage for s in stages] == ["qemu", "ssh", "agent"]
     assert all(s.ok and s.seconds >= 0 for s in stages)
-    assert calls == ["qmp", "banner", "login", "agent"]
+    # The agent is asked with the VM's own token.
+    assert calls == ["qmp", "banner", "login", f"agent 8000 {token}"]
     assert readiness.qemu_pid(vm) == 123
 
 
