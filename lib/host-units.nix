@@ -11,7 +11,9 @@
 
     `vm` is a `services.agent-vm.vms.<name>` value: `{ branch, hostAddress,
     sshPort, agentPort, memory, cores, diskSize, network, allow ? [ ],
-    ephemeral, config }` (`config` a path or null).
+    ephemeral, config, mcpEnvironmentFile ? null }` (`config` a path or
+    null; `mcpEnvironmentFile` a string, read by the CLI when the unit
+    starts).
   */
   upArgs =
     {
@@ -69,6 +71,15 @@
         [
           "--config"
           (toString vm.config)
+        ]
+    )
+    ++ (
+      if vm.mcpEnvironmentFile or null == null then
+        [ ]
+      else
+        [
+          "--mcp-env"
+          vm.mcpEnvironmentFile
         ]
     );
 

@@ -1,7 +1,11 @@
 # The agent service: nixpkgs' mcp-proxy, serving the declared MCP servers
-# over HTTP (SSE and streamable HTTP) on the agent port, as the guest user,
-# in the workspace. The CLI's readiness check and `status` read mcp-proxy's
-# GET /status (200 once every server has started).
+# over HTTP (SSE and streamable HTTP) on guest loopback, behind nginx on the
+# agent port. nginx lets a request through only with the VM's token
+# (`Authorization: Bearer`, from the boot credential) and a Host header
+# naming the host-side address (no DNS rebinding). The servers run as their
+# own user, not the SSH user, with the VM's MCP secrets (a boot credential
+# only their unit reads). The CLI's readiness check and `status` read
+# mcp-proxy's GET /status through nginx (200 once every server has started).
 {
   config,
   lib,
@@ -12,6 +16,13 @@
 let
   cfg = config.agent-vm.agent;
   agentLib = import ../lib { };
+  inherit (agentLib) credentials;
+
+  # The token-bearing nginx maps, written at boot from the credential
+  # (agent/agent-auth-conf.sh) into tmpfs, readable by root and nginx only.
+  authDir = "/run/agent-vm-agent";
+  authConf = "${authDir}/nginx-auth.conf";
+  nginxGroup = config.services.nginx.group;
 
   inherit (lib)
     mkOption
@@ -48,7 +59,8 @@ let
         };
         description = ''
           Environment for the server. These values are in the Nix store:
-          put secrets in {option}`agent-vm.agent.environmentFile` instead.
+          give secrets to the VM with `agent-vm up --mcp-env FILE` (or the
+          host module's `mcpEnvironmentFile`) instead.
         '';
       };
     };
@@ -72,10 +84,11 @@ in
       default = true;
       example = false;
       description = ''
-        Whether to run the agent service (mcp-proxy on
-        {option}`agent-vm.agent.port`). Without it, `agent-vm start`
-        still waits for the port to answer: disable it only for a guest
-        whose own service answers there.
+        Whether to run the agent service (nginx on
+        {option}`agent-vm.agent.port` in front of mcp-proxy). Without it,
+        `agent-vm start` still waits for the port to answer `GET /status`
+        with 200 to the VM's token: disable it only for a guest whose own
+        service does that.
       '';
     };
 
@@ -86,8 +99,34 @@ in
       default = 8000;
       example = 3000;
       description = ''
-        The port mcp-proxy listens on inside the guest. The runner forwards
-        the VM's agent port on the host to it.
+        The agent port inside the guest, where nginx checks the token and
+        the Host header. The runner forwards the VM's agent port on the
+        host to it.
+      '';
+    };
+
+    backendPort = mkOption {
+      type = types.port;
+      default = 8001;
+      example = 9000;
+      description = ''
+        The port mcp-proxy listens on, on guest loopback only: reached
+        through nginx on {option}`agent-vm.agent.port`, never directly.
+      '';
+    };
+
+    user = mkOption {
+      type = types.strMatching "[a-z_][a-z0-9_-]{0,31}";
+      default = "agent-mcp";
+      example = "mcp";
+      description = ''
+        The user mcp-proxy and the MCP servers run as (a system user made
+        for them). Not the guest user the agent works as: that user could
+        read the servers' secrets from their process environment. It can
+        read the workspace (what is world-readable there) but not write it,
+        and anything a server runs from the workspace (git reading
+        `.git/config`, package scripts) runs as this user, with the
+        secrets: see docs/threat-model.md.
       '';
     };
 
@@ -112,15 +151,18 @@ in
     };
 
     environmentFile = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr (types.strMatching "/.+");
       default = null;
       example = "/run/secrets/agent-vm-mcp.env";
       description = ''
-        A file of `NAME=value` lines read when the service starts (systemd's
-        `EnvironmentFile=`) and passed on to every server: the place for
-        API tokens. It is read inside the guest at run time and never
-        enters the Nix store; a path under /workspace works. When it does
-        not exist the service starts without it.
+        A file in the guest of `NAME=value` lines read when the service
+        starts (systemd's `EnvironmentFile=`) and passed on to every
+        server; when it does not exist the service starts without it. It
+        must be one the guest user cannot read (never under the workspace,
+        which the agent reads and writes): the usual way to give the
+        servers secrets is the host side's `agent-vm up --mcp-env FILE` (or
+        the host module's `mcpEnvironmentFile`), handed in at boot as a
+        credential only this service reads.
       '';
     };
 
@@ -151,6 +193,26 @@ in
 
     assertions = [
       {
+        assertion = cfg.user != config.agent-vm.user.name;
+        message = ''
+          agent-vm.agent.user must not be the guest user (${cfg.user}): the
+          agent could read the MCP servers' secrets from their environment.
+        '';
+      }
+      {
+        assertion =
+          cfg.environmentFile == null
+          || !(lib.hasPrefix "${config.agent-vm.workspace.mountPoint}/" cfg.environmentFile);
+        message = ''
+          agent-vm.agent.environmentFile is in the workspace, which the agent
+          reads: use `agent-vm up --mcp-env FILE` on the host instead.
+        '';
+      }
+      {
+        assertion = cfg.port != cfg.backendPort;
+        message = "agent-vm.agent.port and agent-vm.agent.backendPort must differ.";
+      }
+      {
         assertion = enabledServers != { };
         message = ''
           agent-vm.agent: mcp-proxy needs at least one enabled server in
@@ -161,30 +223,93 @@ in
 
     networking.firewall.allowedTCPPorts = [ cfg.port ];
 
+    users.users = mkIf (cfg.user == "agent-mcp") {
+      agent-mcp = {
+        isSystemUser = true;
+        group = "agent-mcp";
+        home = "/var/lib/agent-mcp";
+        createHome = true;
+      };
+    };
+    users.groups = mkIf (cfg.user == "agent-mcp") { agent-mcp = { }; };
+
+    # The token check in front of mcp-proxy. The maps with the token are
+    # included from tmpfs (written by agent-vm-agent-auth at boot), so the
+    # token is in neither the store nor nginx's generated configuration.
+    services.nginx = {
+      enable = true;
+      appendHttpConfig = ''
+        include ${authConf};
+      '';
+      virtualHosts.agent-vm-agent = {
+        default = true;
+        listen = [
+          {
+            addr = "0.0.0.0";
+            inherit (cfg) port;
+          }
+        ];
+        locations."/" = {
+          proxyPass = "http://127.0.0.1:${toString cfg.backendPort}";
+          extraConfig = builtins.readFile ./agent/nginx-agent-location.conf;
+        };
+      };
+    };
+    systemd.services.agent-vm-agent-auth = {
+      description = "agent-vm: the agent port's token and Host check for nginx, from the boot credential";
+      requiredBy = [ "nginx.service" ];
+      before = [ "nginx.service" ];
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ImportCredential = [ credentials.agentToken ];
+      };
+      script = ''
+        install -d -m 0750 -o root -g ${nginxGroup} ${authDir}
+        ${pkgs.runtimeShell} ${./agent/agent-auth-conf.sh} \
+          "$CREDENTIALS_DIRECTORY/${credentials.agentToken}" ${authConf} ${nginxGroup}
+      '';
+    };
+
     systemd.services.agent-vm-agent = {
-      description = "agent-vm agent service (mcp-proxy on port ${toString cfg.port})";
+      description = "agent-vm agent service (mcp-proxy on 127.0.0.1:${toString cfg.backendPort})";
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       inherit (cfg) path;
       unitConfig.RequiresMountsFor = [ config.agent-vm.workspace.mountPoint ];
       serviceConfig = {
-        User = config.agent-vm.user.name;
-        Group = config.agent-vm.user.group;
+        User = cfg.user;
+        Group = config.users.users.${cfg.user}.group;
         WorkingDirectory = config.agent-vm.workspace.mountPoint;
-        ExecStart = utils.escapeSystemdExecArgs (
-          [ (lib.getExe cfg.package) ]
-          ++ agentLib.mcpProxyArgs {
-            inherit (cfg) port extraArgs;
-            inherit configFile;
-          }
-        );
-        # "-": optional. A missing file (an env file under /workspace is not
-        # in a fresh branch's clone) would fail the unit, and `agent-vm up`
-        # would wait its whole timeout for an agent that never starts.
+        # The VM's MCP secrets (NAME=value lines from the host), readable by
+        # this unit's user only, loaded into the servers' environment
+        # without being evaluated as shell (agent/with-env-file.sh).
+        ImportCredential = [ credentials.mcpSecrets ];
+        # %d: the unit's credentials directory (escapeSystemdExecArgs would
+        # escape the specifier, so it stands outside).
+        ExecStart = lib.concatStringsSep " " [
+          (utils.escapeSystemdExecArgs [
+            pkgs.runtimeShell
+            "${./agent/with-env-file.sh}"
+          ])
+          "%d/${credentials.mcpSecrets}"
+          (utils.escapeSystemdExecArgs (
+            [ (lib.getExe cfg.package) ]
+            ++ agentLib.mcpProxyArgs {
+              inherit (cfg) extraArgs;
+              port = cfg.backendPort;
+              inherit configFile;
+            }
+          ))
+        ];
+        # "-": optional. A missing file would fail the unit, and `agent-vm
+        # up` would wait its whole timeout for an agent that never starts.
         EnvironmentFile = mkIf (cfg.environmentFile != null) "-${cfg.environmentFile}";
         Restart = "on-failure";
         RestartSec = 2;
         NoNewPrivileges = true;
+        ProtectHome = true;
       };
     };
   };

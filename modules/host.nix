@@ -144,6 +144,19 @@ let
           it is and read when the VM starts (for a module with imports).
         '';
       };
+      mcpEnvironmentFile = mkOption {
+        type = types.nullOr (types.strMatching "/.+");
+        default = null;
+        example = "/run/secrets/agent-vm-project-main.env";
+        description = ''
+          A file on the host of `NAME=value` lines for the guest's MCP
+          servers (API tokens), read by `agent-vm up` when the unit starts
+          and handed to the guest as a boot credential that only the
+          servers' unit can read; the agent cannot. A string, not a path:
+          it must never be copied into the Nix store. `user` must be able
+          to read it (e.g. a secret managed by sops-nix or agenix).
+        '';
+      };
       autostart = mkOption {
         type = types.bool;
         default = true;

@@ -69,7 +69,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed(
             "test \"$(stat -c %U:%G /home/alice/.local/state/agent-vm/vms/*/workspace/from-guest)\" = alice:users"
         )
-        status = json.loads(machine.succeed(f"curl -fsS http://127.0.0.1:{main['agent_port']}/status"))
+        header = json.loads(alice("cd repo && agent-vm mcp-config --json"))["servers"][0]["headers"]["Authorization"]
+        status = json.loads(machine.succeed(
+            f"curl -fsS -H '{'Authorization: ' + header}' http://127.0.0.1:{main['agent_port']}/status"
+        ))
         assert "workspace" in status["server_instances"], status
         alice("cd repo && agent-vm status --json | jq -e '.agent_reachable and .ssh_reachable'")
 

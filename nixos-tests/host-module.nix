@@ -56,7 +56,9 @@ pkgs.testers.runNixOSTest {
     machine.wait_for_unit("agent-vm-demo.service", timeout=1800)
 
     with subtest("the declared VM is up at boot and answers"):
-        machine.succeed("curl -fsS http://127.0.0.1:8000/status")
+        token = machine.succeed("cat /var/lib/agent-vm/agent-vm/vms/*/secrets/agent-token").strip()
+        machine.succeed(f"curl -fsS -H 'Authorization: Bearer {token}' http://127.0.0.1:8000/status")
+        machine.succeed("test \"$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/status)\" = 401")
         machine.succeed("pgrep -u agent-vm -f qemu-system")
 
     with subtest("a killed QEMU is restarted by systemd"):
@@ -65,7 +67,9 @@ pkgs.testers.runNixOSTest {
             "test \"$(systemctl show -P NRestarts agent-vm-demo.service)\" -ge 1", timeout=300
         )
         machine.wait_for_unit("agent-vm-demo.service", timeout=1800)
-        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8000/status", timeout=900)
+        machine.wait_until_succeeds(
+            f"curl -fsS -H 'Authorization: Bearer {token}' http://127.0.0.1:8000/status", timeout=900
+        )
 
     with subtest("stopping the unit powers the guest down"):
         machine.succeed("systemctl stop agent-vm-demo.service")

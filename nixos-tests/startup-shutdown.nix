@@ -1,7 +1,9 @@
 # The light tier: a branch runner made by lib.mkBranchVM, run inside the
 # Nix build sandbox. A probe service in the guest checks what must hold
-# (SSH keys from the boot credentials, sshd, the agent's /status, the
-# workspace writable by the guest user, the store image mounted), writes
+# (SSH keys from the boot credentials, sshd, the agent's /status only with
+# the token and the host side's Host, the MCP secrets out of the guest
+# user's reach, the workspace writable by the guest user, the store image
+# mounted), writes
 # the results into the workspace and powers off; the build then asserts on
 # them. `accel = "tcg"` forces software emulation (no KVM needed, slow).
 {
@@ -29,17 +31,32 @@ let
           pkgs.curl
           pkgs.util-linux
         ];
-        serviceConfig.Type = "oneshot";
+        serviceConfig = {
+          Type = "oneshot";
+          ImportCredential = [ "agent-vm.agent-token" ];
+        };
         script = ''
           check() {
             if "$@"; then echo "ok: $*"; else echo "FAIL: $*"; fi
           }
+          url=http://127.0.0.1:${toString config.agent-vm.agent.port}/status
+          # The host side's port is the same here (params.nix: 8000).
+          token="$(cat "$CREDENTIALS_DIRECTORY/agent-vm.agent-token")"
+          code() { curl -s -o /dev/null -w '%{http_code}' "$@" "$url"; }
           {
             check systemctl is-active --quiet sshd.service
             check test "$(stat -c %a /run/agent-vm/ssh/ssh_host_ed25519_key)" = 600
             check test -s /run/agent-vm/ssh/authorized_keys
             check curl -fsS --retry 60 --retry-delay 1 --retry-all-errors -o /dev/null \
-              http://127.0.0.1:${toString config.agent-vm.agent.port}/status
+              -H "Authorization: Bearer $token" "$url"
+            check test "$(code)" = 401
+            check test "$(code -H "Authorization: Bearer $token" -H 'Host: evil.example:8000')" = 403
+            # The servers got the secrets (mcp-proxy is the unit's main process)...
+            check grep -qs E2E_SECRET=only-for-the-servers \
+              "/proc/$(systemctl show -P MainPID agent-vm-agent.service)/environ"
+            # ...and the guest user cannot read them.
+            check runuser -u dev -- sh -c '! cat /run/credentials/agent-vm-agent.service/agent-vm.mcp-secrets'
+            check runuser -u dev -- sh -c '! grep -qs E2E_SECRET /proc/[0-9]*/environ'
             check mountpoint -q /workspace
             check test "$(findmnt -n -o FSTYPE /nix/.ro-store)" = erofs
             check runuser -u dev -- sh -c 'echo "written by $(id -un)" > /workspace/by-dev'
@@ -84,6 +101,9 @@ pkgs.runCommand "agent-vm-startup-shutdown-${accel}"
     chmod 0777 ${stateDir}/workspace # the guest user writes here, whatever our uid
     ssh-keygen -q -t ed25519 -N "" -C host -f ${stateDir}/ssh/ssh_host_ed25519_key
     ssh-keygen -q -t ed25519 -N "" -C client -f ${stateDir}/ssh/id_ed25519
+    mkdir -m 0700 ${stateDir}/secrets
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > ${stateDir}/secrets/agent-token
+    echo E2E_SECRET=only-for-the-servers > ${stateDir}/secrets/mcp.env
 
     status=0
     AGENT_VM_ACCEL=${accel} timeout ${if accel == "kvm" then "300" else "3000"} run-agent-vm || status=$?
@@ -95,7 +115,7 @@ pkgs.runCommand "agent-vm-startup-shutdown-${accel}"
       tail -n 80 ${stateDir}/serial.log >&2 || true
       exit 1
     fi
-    test "$(grep -c '^ok: ' "$result")" = 7
+    test "$(grep -c '^ok: ' "$result")" = 12
     test "$(cat ${stateDir}/workspace/by-dev)" = "written by dev"
     # QEMU created the file, as us: 9p's security_model=none.
     test "$(stat -c %u ${stateDir}/workspace/by-dev)" = "$(id -u)"

@@ -31,8 +31,6 @@ let lib = import (/. + libDir) { }; in
   args = lib.mcpProxyArgs {
     port = builtins.fromJSON port;
     inherit configFile;
-    # On the test host stay on loopback (in the guest it is 0.0.0.0).
-    extraArgs = [ "--host" "127.0.0.1" ];
   };
 }
 """
@@ -93,7 +91,7 @@ def proxy(tmp_path: Path, workspace: Path) -> Iterator[tuple[int, dict[str, Any]
     proc = subprocess.Popen([binary, *gen["args"]], stdout=log, stderr=log, cwd=workspace)
     try:
         deadline = time.monotonic() + 60
-        while not health.agent_healthy("127.0.0.1", port, timeout=1):
+        while not health.agent_healthy("127.0.0.1", port, None, timeout=1):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mcp-proxy did not come up:\n{(tmp_path / 'proxy.log').read_text()}")
             time.sleep(0.2)
@@ -108,14 +106,12 @@ def test_generated_arguments(proxy: tuple[int, dict[str, Any]], tmp_path: Path) 
     port, gen = proxy
     assert gen["args"] == [
         "--host",
-        "0.0.0.0",
+        "127.0.0.1",
         "--port",
         str(port),
         "--named-server-config",
         str(tmp_path / "servers.json"),
         "--pass-environment",
-        "--host",
-        "127.0.0.1",
     ]
     assert list(gen["config"]["mcpServers"]) == ["workspace"]
 
@@ -144,38 +140,116 @@ def _rpc(port: int, body: dict[str, Any], session: str | None = None) -> tuple[A
     return (json.loads(raw) if raw.strip() else None), sid
 
 
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-03-26",
+        "capabilities": {},
+        "clientInfo": {"name": "agent-vm-tests", "version": "1"},
+    },
+}
+CALL = {
+    "jsonrpc": "2.0",
+    "id": 3,
+    "method": "tools/call",
+    "params": {"name": "workspace_status", "arguments": {}},
+}
+
+
 def test_the_workspace_server_answers_through_the_proxy(
     proxy: tuple[int, dict[str, Any]], workspace: Path
 ) -> None:
     port, _ = proxy
-    init, sid = _rpc(
-        port,
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-03-26",
-                "capabilities": {},
-                "clientInfo": {"name": "agent-vm-tests", "version": "1"},
-            },
-        },
-    )
+    init, sid = _rpc(port, INIT)
     assert init["result"]["serverInfo"]["name"] == "workspace" and sid
     _rpc(port, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
     tools, _ = _rpc(port, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid)
     assert [t["name"] for t in tools["result"]["tools"]] == ["workspace_status"]
-    call, _ = _rpc(
-        port,
-        {
-            "jsonrpc": "2.0",
-            "id": 3,
-            "method": "tools/call",
-            "params": {"name": "workspace_status", "arguments": {}},
-        },
-        sid,
-    )
+    call, _ = _rpc(port, CALL, sid)
     result = call["result"]["structuredContent"]
     assert result["path"] == str(workspace)
     assert result["branch"] == "main" and len(result["commit"]) == 40
     assert result["changes"] == ["?? new-file"]
+
+
+def test_a_hostile_git_config_in_the_workspace_runs_nothing(
+    proxy: tuple[int, dict[str, Any]], workspace: Path, tmp_path: Path
+) -> None:
+    """The agent owns the workspace's .git/config; the server's user holds
+    the MCP secrets. git must not run what that config names."""
+    marker = tmp_path / "pwned"
+    _git(workspace, "config", "core.fsmonitor", f"touch {marker}; false #")
+    _git(workspace, "config", "filter.x.clean", f"touch {marker}; cat")
+    (workspace / ".gitattributes").write_text("* filter=x\n")
+    _git(workspace, "add", ".gitattributes")  # the index knows it: status checks it
+    (workspace / ".gitattributes").write_text("* filter=x\n# changed\n")
+    marker.unlink(missing_ok=True)  # `git add` above ran the filter here, on purpose
+    port, _ = proxy
+    _, sid = _rpc(port, INIT)
+    _rpc(port, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    call, _ = _rpc(port, CALL, sid)
+    result = call["result"]["structuredContent"]
+    assert "AM .gitattributes" in result["changes"] and result["branch"] == "main"
+    assert not marker.exists()
+
+
+def _sh(
+    script: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(script), *args], capture_output=True, text=True, check=False, env=env
+    )
+
+
+AGENT = ROOT / "modules" / "agent"
+
+
+def test_the_nginx_maps_are_made_from_the_token_and_the_command_line(tmp_path: Path) -> None:
+    token = "0123456789abcdef" * 4
+    (tmp_path / "token").write_text(token + "\n")
+    (tmp_path / "cmdline").write_text(
+        "console=ttyS0 root=/dev/vda agent_vm.agent_hosts=127.0.0.1:8123,localhost:8123\n"
+    )
+    out = tmp_path / "auth.conf"
+    env = {"PATH": "/usr/bin:/bin", "AGENT_VM_CMDLINE": str(tmp_path / "cmdline")}
+    res = _sh(AGENT / "agent-auth-conf.sh", str(tmp_path / "token"), str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert f'"Bearer {token}" 1;' in text
+    assert '"127.0.0.1:8123" 1;' in text and '"localhost:8123" 1;' in text
+    assert text.count("default 0;") == 2  # anything else is refused
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    # Nothing but what the host sends ends up in nginx's configuration.
+    for bad_token in ("A" * 64, "0" * 63, '0" 1; } map $x $y { "' + "0" * 40):
+        (tmp_path / "token").write_text(bad_token)
+        res = _sh(AGENT / "agent-auth-conf.sh", str(tmp_path / "token"), str(out), env=env)
+        assert res.returncode == 1 and "agent token" in res.stderr
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "cmdline").write_text('agent_vm.agent_hosts=evil";}\n')
+    res = _sh(AGENT / "agent-auth-conf.sh", str(tmp_path / "token"), str(out), env=env)
+    assert res.returncode == 1 and "bad host" in res.stderr
+    (tmp_path / "cmdline").write_text("root=/dev/vda\n")
+    res = _sh(AGENT / "agent-auth-conf.sh", str(tmp_path / "token"), str(out), env=env)
+    assert res.returncode == 1 and "agent_vm.agent_hosts" in res.stderr
+
+
+def test_the_secrets_file_becomes_environment_without_being_evaluated(tmp_path: Path) -> None:
+    env_file = tmp_path / "mcp.env"
+    env_file.write_text('# comment\n\nVALUE=a b $(touch pwned) `x` "q"\nEMPTY=\nLAST=no-newline')
+    res = subprocess.run(
+        ["sh", str(AGENT / "with-env-file.sh"), str(env_file), "env"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+    assert got["VALUE"] == 'a b $(touch pwned) `x` "q"'
+    assert got["EMPTY"] == "" and got["LAST"] == "no-newline"
+    assert not (tmp_path / "pwned").exists()
+    # Without the file (no secrets given) the command simply runs.
+    assert _sh(AGENT / "with-env-file.sh", str(tmp_path / "none"), "true").returncode == 0
+    env_file.write_text("OK=1\nexport SECRET=s3cret\n")
+    res = _sh(AGENT / "with-env-file.sh", str(env_file), "true")
+    assert res.returncode == 1 and "line 2: expected NAME=value" in res.stderr
+    assert "s3cret" not in res.stderr

@@ -161,7 +161,8 @@ def test_a_parameters_file_becomes_a_runner(expr: Path, tmp_path: Path) -> None:
     assert "'-kernel' '/stub/kernel/bzImage' '-initrd' '/stub/initrd/initrd'" in text
     assert (
         "'-append' 'console=ttyS0 init=/stub/toplevel/init 8250.nr_uarts=1"
-        f" regInfo=/stub/reginfo/registration systemd.hostname={name}'"
+        f" regInfo=/stub/reginfo/registration systemd.hostname={name}"
+        " agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000'"
     ) in text
     assert "id=store,file=/stub/store.erofs,if=none,format=raw,readonly=on" in text
     # The guest configuration's agent port is the forward's target.

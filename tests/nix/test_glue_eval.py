@@ -114,11 +114,12 @@ def test_mcp_proxy_config_leaves_out_disabled_servers(expr: Path) -> None:
 
 
 def test_mcp_proxy_arguments(expr: Path) -> None:
-    assert ev(expr, "mcpProxyArgs", {"port": 8000, "configFile": "/nix/store/c.json"}) == [
+    # Guest loopback only: nginx in front of it checks the token.
+    assert ev(expr, "mcpProxyArgs", {"port": 8001, "configFile": "/nix/store/c.json"}) == [
         "--host",
-        "0.0.0.0",
+        "127.0.0.1",
         "--port",
-        "8000",
+        "8001",
         "--named-server-config",
         "/nix/store/c.json",
         "--pass-environment",
@@ -174,7 +175,15 @@ def test_declared_flags_map_both_ways(expr: Path) -> None:
     a = cli.build_parser().parse_args(argv)
     assert a.ephemeral is True and a.user_module is None and a.network == "open"
     assert a.timeout == 300  # the module's default readiness timeout
-    assert "--config" not in argv
+    assert "--config" not in argv and "--mcp-env" not in argv and a.mcp_env is None
+
+
+def test_a_declared_mcp_environment_file_is_passed_as_a_host_path(expr: Path) -> None:
+    """The file is read by the CLI when the unit starts: its path, never its
+    content, is in the unit (and so in the store)."""
+    vm = DECLARED | {"mcpEnvironmentFile": "/run/secrets/mcp.env"}
+    a = cli.build_parser().parse_args(ev(expr, "upArgs", {"stateDir": "/s", "vm": vm}))
+    assert a.mcp_env == "/run/secrets/mcp.env"
 
 
 @pytest.mark.parametrize(

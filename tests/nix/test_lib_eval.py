@@ -331,6 +331,26 @@ def test_disks_and_credentials(expr_file: Path, tmp_path: Path) -> None:
     assert len(opt_after(qemu_args(expr_file, tmp_path, params(state)), "-drive")) == 1
 
 
+def test_the_runner_names_the_secret_files_but_never_reads_them(
+    expr_file: Path, tmp_path: Path
+) -> None:
+    """The token and the MCP secrets reach QEMU by path at run time: their
+    content is in nothing Nix evaluates (the QEMU arguments, the runner's
+    text, the runner derivation)."""
+    state = tmp_path / "vm"
+    (state / "secrets").mkdir(parents=True)
+    token = "5e" * 32
+    (state / "secrets" / "agent-token").write_text(token + "\n")
+    (state / "secrets" / "mcp.env").write_text("API_TOKEN=s3cret-in-the-file\n")
+    pf = write_params(tmp_path, params(state))
+    evaluated = json.dumps(
+        [evaluate(expr_file, what, paramsFile=pf) for what in ("args", "script", "runner")]
+    )
+    assert f"file={state}/secrets/agent-token" in evaluated
+    assert f"file={state}/secrets/mcp.env" in evaluated
+    assert token not in evaluated and "s3cret-in-the-file" not in evaluated
+
+
 def test_extra_args_and_aarch64(expr_file: Path, tmp_path: Path) -> None:
     args = qemu_args(
         expr_file,

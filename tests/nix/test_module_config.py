@@ -57,9 +57,9 @@ AGENT_UNIT = ["systemd", "services", "agent-vm-agent", "serviceConfig", "Environ
 def test_the_agents_environment_file_is_optional(expr: Path) -> None:
     """A missing file must not fail the agent unit ("-" prefix): `up`
     would wait its whole timeout for an agent that never starts."""
-    agent = {"enable": True, "environmentFile": "/workspace/.agent-vm.env"}
+    agent = {"enable": True, "environmentFile": "/run/secrets/agent-vm-mcp.env"}
     got = value(expr, "agent-service.nix", {"agent-vm": {"agent": agent}}, AGENT_UNIT)
-    assert got == "-/workspace/.agent-vm.env"
+    assert got == "-/run/secrets/agent-vm-mcp.env"
     agent["environmentFile"] = None
     assert value(expr, "agent-service.nix", {"agent-vm": {"agent": agent}}, AGENT_UNIT) is None
 
