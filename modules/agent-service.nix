@@ -241,6 +241,8 @@ in
       appendHttpConfig = ''
         include ${authConf};
       '';
+      # "Bearer <64 hex digits>" is longer than the default bucket's 64 bytes.
+      mapHashBucketSize = mkDefault 128;
       virtualHosts.agent-vm-agent = {
         default = true;
         listen = [
@@ -309,7 +311,6 @@ in
         Restart = "on-failure";
         RestartSec = 2;
         NoNewPrivileges = true;
-        ProtectHome = true;
       };
     };
   };
