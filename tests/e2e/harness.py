@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -162,3 +163,61 @@ def outbound_probe(port: int) -> list[str]:
         f"exec 3<>/dev/tcp/10.0.2.2/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
     )
     return ["timeout", "10", "bash", "-c", request]
+
+
+def store_files(runner: Path) -> list[Path]:
+    """Every file Nix made or read for a VM's runner: the runner, its .drv
+    and the .drv's references (where a secret would show if it entered
+    the store)."""
+    drv = subprocess.run(
+        ["nix-store", "-q", "--deriver", str(runner)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    inputs = [runner, Path(drv)]
+    inputs += [
+        Path(p)
+        for p in subprocess.run(
+            ["nix-store", "-q", "--references", drv], capture_output=True, text=True, check=True
+        ).stdout.split()
+    ]
+    return [f for p in inputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+
+
+def agent_request(
+    port: int,
+    method: str = "GET",
+    path: str = "/status",
+    *,
+    token: str | None,
+    host: str | None = None,
+    body: dict | None = None,  # type: ignore[type-arg]
+    session: str | None = None,
+) -> tuple[int, dict[str, str], str]:
+    """One HTTP request to a VM's agent port: (status, headers, body).
+
+    `host` is the Host header (default 127.0.0.1:<port>, what a client on
+    the host sends); `token` goes in `Authorization: Bearer`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Host": host or f"127.0.0.1:{port}"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if session is not None:
+        headers["mcp-session-id"] = session
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+        headers["Accept"] = "application/json, text/event-stream"
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+    finally:
+        conn.close()
+
+
+def jsonrpc_result(text: str) -> dict:  # type: ignore[type-arg]
+    """The JSON-RPC message of a streamable-HTTP answer (JSON or one SSE event)."""
+    if text.lstrip().startswith("{"):
+        return json.loads(text)  # type: ignore[no-any-return]
+    data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    return json.loads(data[-1])  # type: ignore[no-any-return]

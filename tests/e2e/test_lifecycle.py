@@ -13,16 +13,17 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import Cli, Unprivileged, base_env, git, make_repo, outbound_probe
+from harness import Cli, Unprivileged, agent_request, base_env, git, make_repo, outbound_probe
 
 
-def http_get(port: int) -> tuple[int, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-        return r.status, r.read().decode()
+def agent_status(cli: Cli, name: str, port: int) -> tuple[int, str]:
+    """GET /status on the agent port with the VM's token."""
+    token = (cli.state_dir / "vms" / name / "secrets" / "agent-token").read_text().strip()
+    code, _, body = agent_request(port, token=token)
+    return code, body
 
 
 @contextlib.contextmanager
@@ -71,8 +72,8 @@ def test_full_lifecycle(cli: Cli, repo: Path) -> None:
     assert all(s["seconds"] >= 0 and s["ok"] for s in st["stages"])
     assert st["uptime_seconds"] >= 0
 
-    code, body = http_get(st["agent_port"])
-    assert (code, body.strip()) == (200, "ok")
+    code, body = agent_status(cli, name, st["agent_port"])
+    assert code == 200 and '"workspace"' in body
 
     # A file written in the guest's /workspace appears on the host, owned by us.
     out = cli(
@@ -169,7 +170,7 @@ def test_two_repositories_with_the_same_branch(cli: Cli, repo: Path, tmp_path: P
     rows = {r["name"]: r for r in cli("list", "--json", cwd=tmp_path).json()["vms"]}
     assert rows[a["name"]]["state"] == rows[b["name"]]["state"] == "running"
     for row in rows.values():
-        assert http_get(row["agent_port"])[0] == 200
+        assert agent_status(cli, row["name"], row["agent_port"])[0] == 200
     # Each repository's commands (by branch or by default) reach its own VM.
     for cwd, mine in ((repo, a["name"]), (other, b["name"])):
         assert status(cli, cwd)["name"] == status(cli, cwd, "main")["name"] == mine

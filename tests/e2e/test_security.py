@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from harness import Cli, make_repo, outbound_probe
+from harness import Cli, make_repo, outbound_probe, store_files
 
 
 def listeners() -> dict[int, str]:
@@ -56,23 +56,10 @@ def test_secrets_ports_and_permissions(agent_vm_bin: str, cli: Cli, tmp_path: Pa
         "".join((vm_dir / "ssh" / key).read_text().splitlines()[1:-1])
         for key in ("id_ed25519", "ssh_host_ed25519_key")
     ]
-    runner = (vm_dir / "runner").resolve()
-    drv = subprocess.run(
-        ["nix-store", "-q", "--deriver", str(runner)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    inputs = [runner, Path(drv)]
-    inputs += [
-        Path(p)
-        for p in subprocess.run(
-            ["nix-store", "-q", "--references", drv], capture_output=True, text=True, check=True
-        ).stdout.split()
-    ]
-    for path in inputs:
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        for f in files:
-            data = f.read_bytes().decode("latin-1")
-            for s in secrets:
-                assert s[:40] not in data, f"private key material in {f}"
+    for f in store_files((vm_dir / "runner").resolve()):
+        data = f.read_bytes().decode("latin-1")
+        for s in secrets:
+            assert s[:40] not in data, f"private key material in {f}"
     # The host key reached the guest through a credential, not the store.
     guest_pub = cli("shell", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub", cwd=repo).stdout
     assert (

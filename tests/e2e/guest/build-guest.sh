@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the Debian guest that stands in for the NixOS closure
 # in the end-to-end tests: a generic kernel, a small initrd and an ext4 root
-# image with systemd, openssh-server and a tiny HTTP "agent".
+# image with systemd, openssh-server and the agent service as the NixOS
+# guest has it: mcp-proxy with the project's workspace MCP server, as its
+# own user on guest loopback, behind nginx checking the VM's token.
 #
 # The result is cached under $AGENT_VM_TEST_CACHE (default
 # /var/cache/agent-vm-tests) in a directory named after a hash of this
-# script and files/, so any change to what makes the guest rebuilds it.
+# script, files/ and modules/agent/, so any change to what makes the guest
+# rebuilds it. mcp-proxy comes from PyPI (files/mcp-requirements.txt),
+# installed with the host's pip for the guest's Python (3.11, bookworm).
 # Prints that directory as the last line of stdout. Needs root (mmdebstrap
 # into a directory, mkfs.ext4 -d with root-owned files).
 set -euo pipefail
 here="$(cd "$(dirname "$(readlink -f "$0")")" && pwd)"
+agent="$(cd "$here/../../../modules/agent" && pwd)"
 cache="${AGENT_VM_TEST_CACHE:-/var/cache/agent-vm-tests}"
 suite="${AGENT_VM_TEST_SUITE:-bookworm}"
 mirror="${AGENT_VM_TEST_MIRROR:-http://deb.debian.org/debian}"
 
-key="$( (cat "$here/build-guest.sh"; echo "$suite $mirror"; cd "$here/files" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)"
+inputs() {
+  cat "$here/build-guest.sh"
+  echo "$suite $mirror"
+  for d in "$here/files" "$agent"; do
+    (cd "$d" && find . -type f ! -name '*.pyc' | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done)
+  done
+}
+key="$(inputs | sha256sum | cut -c1-16)"
 out="$cache/guest-$key"
 
 if [ -e "$out/ready" ]; then
@@ -45,12 +57,23 @@ packages=(
   linux-image-amd64 initramfs-tools
   openssh-server iproute2 busybox sudo git procps e2fsprogs
   curl ca-certificates
+  nginx-light python3
 )
 echo "build-guest: mmdebstrap $suite into $work" >&2
 mmdebstrap --mode=root --variant=apt --quiet \
   --include="$(IFS=,; echo "${packages[*]}")" \
-  --customize-hook="'$here/files/customize.sh' \"\$1\" '$here/files'" \
+  --customize-hook="'$here/files/customize.sh' \"\$1\" '$here/files' '$agent'" \
   "$suite" "$root" "$mirror" >&2
+
+# mcp-proxy and the MCP SDK: wheels for the guest's CPython 3.11 whatever
+# Python runs here, compiled by the guest's own Python (no compiling at boot:
+# the directory is not writable by the service).
+echo "build-guest: pip install mcp-proxy into the guest" >&2
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --no-warn-conflicts --disable-pip-version-check --target "$root/opt/agent-vm-mcp" --no-compile \
+  --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+  --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+  --platform any -r "$here/files/mcp-requirements.txt" >&2
+chroot "$root" python3 -m compileall -q /opt/agent-vm-mcp >&2
 
 mkdir -p "$work/out"
 install -m 0644 "$root"/boot/vmlinuz-* "$work/out/vmlinuz"

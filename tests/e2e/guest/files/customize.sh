@@ -1,7 +1,7 @@
 #!/bin/sh
 # mmdebstrap customize hook: turns the bootstrapped tree ($1) into the test
-# guest, with the files from $2. Runs on the host; guest commands go
-# through chroot.
+# guest, with the files from $2 and the agent's shared pieces from $3
+# (modules/agent). Runs on the host; guest commands go through chroot.
 set -eu
 root="$1"
 files="$2"
@@ -28,12 +28,27 @@ install -m 0755 "$files/agent-vm-setup" "$root/usr/local/sbin/agent-vm-setup"
 # The image's CA bundle, which agent-vm-setup extends with the egress
 # proxy's CA at boot.
 install -D -m 0644 "$root/etc/ssl/certs/ca-certificates.crt" "$root/usr/local/share/agent-vm/ca-certificates.crt"
-install -m 0755 "$files/agent-vm-agent" "$root/usr/local/sbin/agent-vm-agent"
 install -m 0644 "$files/agent-vm-setup.service" "$root/etc/systemd/system/agent-vm-setup.service"
 install -m 0644 "$files/agent-vm-agent.service" "$root/etc/systemd/system/agent-vm-agent.service"
 install -m 0644 "$files/agent-vm-growfs.service" "$root/etc/systemd/system/agent-vm-growfs.service"
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
 install -m 0644 "$files/ssh-after-setup.conf" "$root/etc/systemd/system/ssh.service.d/agent-vm.conf"
+
+# The agent: mcp-proxy (installed by build-guest.sh) with the project's own
+# workspace server, as its own user, behind nginx on the agent port. The
+# scripts shared with the NixOS guest come from modules/agent ($3).
+chroot "$root" useradd --system --home-dir /var/lib/agent-mcp --create-home \
+  --shell /usr/sbin/nologin agent-mcp
+install -d "$root/usr/local/lib/agent-vm" "$root/etc/agent-vm"
+install -m 0755 "$3/agent-auth-conf.sh" "$root/usr/local/lib/agent-vm/agent-auth-conf"
+install -m 0755 "$3/with-env-file.sh" "$root/usr/local/lib/agent-vm/with-env-file"
+install -m 0644 "$3/workspace_server.py" "$3/nginx-agent-location.conf" "$files/e2e_env_server.py" \
+  "$root/usr/local/lib/agent-vm/"
+install -m 0644 "$files/mcp-servers.json" "$root/etc/agent-vm/mcp-servers.json"
+rm -f "$root/etc/nginx/sites-enabled/default"
+install -m 0644 "$files/nginx-agent-vm.conf" "$root/etc/nginx/conf.d/agent-vm.conf"
+mkdir -p "$root/etc/systemd/system/nginx.service.d"
+install -m 0644 "$files/nginx-after-setup.conf" "$root/etc/systemd/system/nginx.service.d/agent-vm.conf"
 
 chroot "$root" systemctl enable systemd-networkd.service agent-vm-setup.service agent-vm-agent.service \
   agent-vm-growfs.service
