@@ -14,7 +14,7 @@ from .models import VmConfig
 MCP_CONFIG_SCHEMA_VERSION = 1
 
 # The server every guest has unless its configuration disables it
-# (modules/agent-service.nix); named when the VM is not running to ask.
+# (modules/agent-service.nix); named when the agent cannot be asked.
 DEFAULT_SERVERS = ["workspace"]
 
 
@@ -41,7 +41,7 @@ class McpConfig(BaseModel):
 
 def build(cfg: VmConfig, port: int, token: str, servers: list[str] | None) -> McpConfig:
     """The configuration for `servers` as the running guest reported them
-    (None: not running, so the default server is assumed)."""
+    (None: the agent could not be asked, so the default server is assumed)."""
     base = f"http://{health.client_address(cfg.host_address)}:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     rows = []
@@ -76,7 +76,7 @@ def build(cfg: VmConfig, port: int, token: str, servers: list[str] | None) -> Mc
 def render(conf: McpConfig) -> str:
     lines = [f"# MCP servers of VM {conf.vm} (the token is a secret: keep it to yourself)"]
     if not conf.servers_from_guest:
-        lines.append("# the VM is not running: its default server is shown")
+        lines.append("# the agent did not list its servers (is the VM running?): the default one")
     if not conf.servers:
         lines.append("# the guest serves no MCP server")
     lines += [s.claude_command for s in conf.servers]

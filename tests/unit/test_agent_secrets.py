@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from agent_vm import agent_secrets, lifecycle
+from agent_vm import agent_secrets, params
 from agent_vm.errors import CorruptState, InvalidInput
 from agent_vm.models import Runtime
 from agent_vm.paths import StateLayout, VmPaths
@@ -114,12 +114,10 @@ def test_the_token_and_the_secrets_are_not_in_params_json(
     vm: VmPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """params.json is what Nix reads: nothing secret may be in it."""
-    vm.ssh_dir.mkdir()
-    vm.client_pubkey.write_text("ssh-ed25519 AAAA test\n")
     token = agent_secrets.prepare(vm)
     agent_secrets.set_mcp_secrets(vm, "API_TOKEN=s3cret-value\n")
-    monkeypatch.setattr(lifecycle, "workspace_share", lambda: "9p")
-    text = lifecycle.params_for(vm, vm_config(), 2222, 8000).to_json()
+    monkeypatch.setattr(params, "workspace_share", lambda: "9p")
+    text = params.for_vm(vm, vm_config()).to_json()
     assert token not in text and "s3cret-value" not in text
 
 

@@ -37,6 +37,7 @@ def test_one_server_per_name_with_the_token_header() -> None:
 def test_a_vm_that_is_not_running_shows_its_default_server() -> None:
     conf = mcp_config.build(vm_config(host_address="0.0.0.0"), 8000, TOKEN, None)
     assert not conf.servers_from_guest
+    assert "the agent did not list its servers" in mcp_config.render(conf)
     assert [s.name for s in conf.servers] == ["workspace"]
     # Bound to every interface, loopback is the address a client uses.
     assert conf.servers[0].url == "http://127.0.0.1:8000/servers/workspace/mcp/"
