@@ -15,9 +15,11 @@ from pathlib import Path
 NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\n"
 
 # Readiness timeout for every command: TCG boots take 30-60 s alone and more
-# when two VMs boot at once on a small machine. Tests about timeouts pass
-# their own --timeout, which comes later on the command line and wins.
-READY_TIMEOUT = "300"
+# when two VMs boot at once on a small machine, and the agent (the real
+# mcp-proxy, Python) needs tens of seconds more under TCG, minutes on a
+# loaded machine. Tests about timeouts pass their own --timeout, which comes
+# later on the command line and wins.
+READY_TIMEOUT = "480"
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Cli:
         *args: str,
         cwd: Path,
         check: bool = True,
-        timeout: float = 400,
+        timeout: float = 600,
         input: str | None = None,
     ) -> Result:
         argv = self.argv(*args)

@@ -75,6 +75,7 @@ echo "--- mcp user"
 ps -u agent-mcp -o args=
 echo "--- self"
 id -un
+if sudo -n true 2>/dev/null; then echo "HAS SUDO"; fi
 """
 
 
@@ -85,6 +86,9 @@ def test_only_the_owner_reaches_the_agent_and_secrets_stay_with_the_servers(
     secret = secrets.token_hex(16)
     env_file = tmp_path / "mcp.env"
     env_file.write_text(f"# for the servers only\nE2E_SECRET={secret}\n")
+    # The test guest's user has sudo unless told otherwise (NixOS: no sudo
+    # by default); a user with sudo is guest root, who reads everything.
+    cli.env["AGENT_VM_TEST_CMDLINE"] = "agent_vm.sudo=0"
     up = cli("up", "--mcp-env", str(env_file), cwd=repo)
     st = cli("status", "--json", cwd=repo).json()
     name, port = st["name"], st["agent_port"]
@@ -158,6 +162,6 @@ def test_only_the_owner_reaches_the_agent_and_secrets_stay_with_the_servers(
     ps, rest = rest.split("--- mcp user\n", 1)
     assert "agent-mcp" in ps  # its processes are listed, without their environment
     mcp_procs, me = rest.split("--- self\n", 1)
-    assert "mcp_proxy" in mcp_procs and me.strip() == "dev"
+    assert "mcp_proxy" in mcp_procs and me.strip() == "dev"  # "HAS SUDO" would follow
 
     cli("destroy", "--force", cwd=repo)

@@ -183,7 +183,7 @@ def test_two_starts_and_a_foreign_port(cli: Cli, repo: Path) -> None:
             )
             for _ in range(2)
         ]
-        results = sorted((p.communicate(timeout=300), p.returncode) for p in procs)
+        results = sorted((p.communicate(timeout=600), p.returncode) for p in procs)
         codes = sorted(code for _, code in results)
         assert codes[0] == 0 and codes[1] in (5, 14), results
         loser_err = next(err for (_, err), code in results if code != 0)

@@ -29,7 +29,8 @@ install -m 0755 "$files/agent-vm-setup" "$root/usr/local/sbin/agent-vm-setup"
 # proxy's CA at boot.
 install -D -m 0644 "$root/etc/ssl/certs/ca-certificates.crt" "$root/usr/local/share/agent-vm/ca-certificates.crt"
 install -m 0644 "$files/agent-vm-setup.service" "$root/etc/systemd/system/agent-vm-setup.service"
-install -m 0644 "$files/agent-vm-agent.service" "$root/etc/systemd/system/agent-vm-agent.service"
+install -m 0644 "$files/agent-vm-agent.service" "$files/agent-vm-agent-setup.service" \
+  "$root/etc/systemd/system/"
 install -m 0644 "$files/agent-vm-growfs.service" "$root/etc/systemd/system/agent-vm-growfs.service"
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
 install -m 0644 "$files/ssh-after-setup.conf" "$root/etc/systemd/system/ssh.service.d/agent-vm.conf"
