@@ -78,14 +78,16 @@ rec {
     ++ (if address == "127.0.0.1" || address == "0.0.0.0" then [ ] else [ "${address}:${port}" ]);
 
   /**
-    What the guest learns about its agent port on the kernel command line
-    (per VM, so not in the guest's closure): the accepted `Host` values.
-    Nothing secret: any guest process can read /proc/cmdline. The token
-    travels as a credential (`credentials.agentToken`).
+    What the guest learns about itself on the kernel command line (per VM,
+    so not in the guest's closure, and the same for every guest the runner
+    boots): its hostname, the VM's name, and the agent port's accepted `Host`
+    values. Nothing secret: any guest process can read /proc/cmdline. The
+    token travels as a credential (`credentials.agentToken`).
 
-    Type: agentKernelParams :: attrset -> [string]
+    Type: vmKernelParams :: attrset -> [string]
   */
-  agentKernelParams = params: [
+  vmKernelParams = params: [
+    "systemd.hostname=${params.name}"
     "agent_vm.agent_hosts=${builtins.concatStringsSep "," (agentHosts params)}"
   ];
 }

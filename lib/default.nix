@@ -47,7 +47,7 @@ in
     mcpProxyArgs
     healthPath
     agentHosts
-    agentKernelParams
+    vmKernelParams
     ;
   inherit (hostUnits) upArgs portClashes;
 

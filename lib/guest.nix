@@ -29,23 +29,21 @@
   /**
     The kernel command line of a NixOS guest booted directly (no boot
     loader): the system's `init`, its kernel parameters, where the store
-    registration is (loaded into the guest's Nix database at boot) and the
-    VM's hostname (so the system closure does not depend on it).
+    registration is (loaded into the guest's Nix database at boot). The
+    runner adds what is per VM (`vmKernelParams`).
 
-    Type: kernelCmdline :: { toplevel, kernelParams, regInfo ? null, hostname ? null } -> string
+    Type: kernelCmdline :: { toplevel, kernelParams, regInfo ? null } -> string
   */
   kernelCmdline =
     {
       toplevel,
       kernelParams,
       regInfo ? null,
-      hostname ? null,
     }:
     builtins.concatStringsSep " " (
       [ "init=${toplevel}/init" ]
       ++ kernelParams
       ++ (if regInfo == null then [ ] else [ "regInfo=${regInfo}/registration" ])
-      ++ (if hostname == null then [ ] else [ "systemd.hostname=${hostname}" ])
     );
 
   /**

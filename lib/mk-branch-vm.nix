@@ -69,7 +69,6 @@ let
       inherit (guest) kernel initrd storeImage hostStore;
       cmdline = runnerLib.kernelCmdline {
         inherit (guest) toplevel kernelParams regInfo;
-        hostname = valid.name;
       };
       rootFormat = "ext4";
     };

@@ -264,7 +264,7 @@ rec {
       (toString guest.initrd)
       "-append"
       (builtins.concatStringsSep " " (
-        [ "console=${arch.console}" guest.cmdline ] ++ agent.agentKernelParams params
+        [ "console=${arch.console}" guest.cmdline ] ++ agent.vmKernelParams params
       ))
       "-pidfile"
       p.pidFile

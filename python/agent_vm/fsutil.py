@@ -20,20 +20,22 @@ MAX_SOCKET_PATH = 107
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` 0700 (parents as needed), or use the existing one as it is.
+    """Create `path` 0700 (and each missing parent 0700), or use the existing
+    one as it is.
 
     A directory agent-vm did not create is never chmod-ed (`--state-dir
     /tmp` once lost its sticky bit that way): one that another user owns or
     others can write is refused instead (`check_private_dir`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    else:
-        # Ours, just made: the umask may have taken bits off 0700.
-        os.chmod(path, 0o700)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made by a concurrent command: not ours to chmod
+        # Ours, just made: the umask may have taken bits off 0700 (even x,
+        # without which the next one down could not be made).
+        os.chmod(d, 0o700)
     check_private_dir(path)
 
 

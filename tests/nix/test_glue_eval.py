@@ -78,12 +78,11 @@ def test_kernel_command_line(expr: Path) -> None:
             "toplevel": "/nix/store/t-system",
             "kernelParams": ["8250.nr_uarts=1", "loglevel=4"],
             "regInfo": "/nix/store/r-closure-info",
-            "hostname": "main-0123abcd",
         },
     )
     assert line == (
         "init=/nix/store/t-system/init 8250.nr_uarts=1 loglevel=4"
-        " regInfo=/nix/store/r-closure-info/registration systemd.hostname=main-0123abcd"
+        " regInfo=/nix/store/r-closure-info/registration"
     )
     bare = ev(expr, "kernelCmdline", {"toplevel": "/t", "kernelParams": []})
     assert bare == "init=/t/init"

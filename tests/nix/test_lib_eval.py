@@ -214,7 +214,8 @@ def test_qemu_arguments(expr_file: Path, tmp_path: Path) -> None:
     assert opt_after(args, "-kernel") == ["/guest/vmlinuz"]
     assert opt_after(args, "-initrd") == ["/guest/initrd"]
     assert opt_after(args, "-append") == [
-        "console=ttyS0 root=/dev/vda agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
+        "console=ttyS0 root=/dev/vda systemd.hostname=main-0123abcd"
+        " agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
     ]
     # No SATA, SMBus, VMware port or PS/2 controller: nothing the guest uses.
     assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
@@ -363,7 +364,8 @@ def test_extra_args_and_aarch64(expr_file: Path, tmp_path: Path) -> None:
     # GICv3-only hosts refuse virt's default GICv2 under KVM.
     assert opt_after(args, "-machine") == ["virt,gic-version=max"]
     assert opt_after(args, "-append") == [
-        "console=ttyAMA0 root=/dev/vda agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
+        "console=ttyAMA0 root=/dev/vda systemd.hostname=main-0123abcd"
+        " agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
     ]
     with pytest.raises(NixError, match=r"agent-vm: unsupported system riscv64-linux"):
         qemu_args(expr_file, tmp_path, params(tmp_path), system="riscv64-linux")
