@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, store
+from . import __version__, sanitize, store
 from .commands import COMMANDS
 from .context import Context
 from .errors import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, AgentVmError
@@ -224,6 +224,15 @@ def _grace(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _raw(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="the guest's bytes unchanged, to a pipe or file only (default: control "
+        "characters shown escaped)",
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors as one line and a hint, like every other error."""
 
@@ -321,13 +330,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the boot before this one: its serial and runner logs",
     )
+    _raw(p)
+    p = sub.add_parser(
+        "diff", help="what the agent changed since the workspace was made: commits, files, patch"
+    )
+    _target(p)
+    p.add_argument("--stat", action="store_true", help="a diffstat instead of the patch")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _raw(p)
+    p = sub.add_parser(
+        "pull", help="bring the agent's commits into your repository as branch agent/BRANCH"
+    )
+    _target(p)
+    p.add_argument(
+        "--into", metavar="REF", help="the branch to set instead of agent/BRANCH"
+    ).completer = complete_branches  # type: ignore[attr-defined]
+    p.add_argument(
+        "--force", action="store_true", help="overwrite the branch even if not a fast-forward"
+    )
+    p.add_argument(
+        "--include-uncommitted",
+        action="store_true",
+        help="also commit the files the agent did not commit (as agent-vm) on the pulled branch",
+    )
+    p = sub.add_parser(
+        "push", help="hand your branch's newer commits to the agent as origin/BRANCH (VM running)"
+    )
+    _target(p)
     _secret_parser(sub)
     p = sub.add_parser("doctor", help="check this host: nix, KVM, tools, ports, state dir")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("schema", help="print the JSON schema of a --json output")
     p.add_argument(
         "output",
-        choices=["status", "list", "doctor", "create", "start", "mcp-config", "event"],
+        choices=["status", "list", "doctor", "create", "start", "mcp-config", "event", "diff"],
     )
     return parser
 
@@ -428,10 +464,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _report_error(exc: AgentVmError, debug: bool) -> None:
+    # A message can carry guest-written text (a serial log's tail, a branch
+    # or file name, the guest's stderr): shown escaped, never interpreted.
     if debug:
         traceback.print_exc()
     if exc.detail:
-        sys.stderr.write(exc.detail.rstrip() + "\n")
-    sys.stderr.write(f"agent-vm: error: {exc.message}\n")
+        sys.stderr.write(sanitize.text(exc.detail.rstrip()) + "\n")
+    sys.stderr.write(f"agent-vm: error: {sanitize.text(exc.message)}\n")
     if exc.hint:
-        sys.stderr.write(f"agent-vm: hint: {exc.hint}\n")
+        sys.stderr.write(f"agent-vm: hint: {sanitize.text(exc.hint)}\n")

@@ -28,6 +28,8 @@ from .models import VmConfig, VmSettings, VmState
 from .paths import VmPaths
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pydantic import BaseModel
 
     from .lifecycle import Changes, CreateOptions, StopTimeouts
@@ -49,7 +51,9 @@ def _connect_help(vm: VmPaths, cfg: VmConfig) -> str:
             f"  ssh:    {' '.join(_q(a) for a in argv)}",
             f"  agent:  http://{address}:{cfg.agent_port}/servers/<name>/mcp/"
             " (or …/sse; /status lists the servers; every request needs the token)",
-            f"  files:  {cfg.workspace} (guest: /workspace)",
+            # Not the workspace's path: git run there on the host (a shell
+            # prompt's too) obeys the guest's .git/config.
+            f"  work:   agent-vm diff {cfg.name} (review), agent-vm pull {cfg.name} (take it)",
             _mcp_help(vm, cfg, cfg.agent_port, None),
         ]
     )
@@ -366,14 +370,14 @@ def cmd_console(ctx: Context, a: argparse.Namespace) -> int:
 
 def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     import signal
-    import subprocess
 
-    from . import console, ssh, tools
+    from . import console, sanitize, ssh
     from .egress import verbs as egress_verbs
 
     vm = targets.resolve(ctx, a.target)
+    raw = sanitize.check_raw(a.raw, sys.stdout)
     if a.previous:
-        return _previous_logs(vm)
+        return _previous_logs(vm, raw)
     if a.network:
         return egress_verbs.network_logs(vm, a.follow, a.json)
     if a.json:
@@ -381,43 +385,110 @@ def cmd_logs(ctx: Context, a: argparse.Namespace) -> int:
     cfg = store.load_config(vm)
     rt = store.load_runtime(vm)
     current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
+
+    def shown() -> Callable[[bytes], bytes] | None:
+        # The serial log and the journal are the guest's words.
+        return None if raw else sanitize.Stream().feed
+
     journal = ["journalctl", "--no-pager", "-u", "agent-vm-agent.service"]
     port = rt.ssh_port or cfg.ssh_port
     if not a.follow:
         if vm.serial_log.exists():
-            sys.stdout.write(vm.serial_log.read_text(errors="replace"))
+            data = vm.serial_log.read_bytes()
+            console.write_out(data if raw else sanitize.data(data).encode())
         else:
             print(f"VM {vm.name} has no serial log yet: it has not been started")
         if current == VmState.RUNNING:
-            print("\n--- agent service journal ---", flush=True)
-            tools.run_foreground(ssh.command_argv(vm, cfg, port, journal, tty=False))
+            console.write_out(b"\n--- agent service journal ---\n")
+            with console.copying(ssh.command_argv(vm, cfg, port, journal, tty=False), shown()):
+                pass
         return 0
-    journal_proc = None
-    if current == VmState.RUNNING:
-        argv = ssh.command_argv(vm, cfg, port, [*journal, "-f"], tty=False)
-        # The journal follows in the background while we follow the serial log.
-        journal_proc = tools.resolve(argv[0])[argv[1:]].popen(
-            stdin=subprocess.DEVNULL, stdout=None, stderr=None
-        )
-    try:
-        console.follow(vm.serial_log)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if journal_proc is not None:
-            journal_proc.send_signal(signal.SIGTERM)
-            journal_proc.wait()
+    with contextlib.ExitStack() as stack:
+        if current == VmState.RUNNING:
+            # The journal follows in the background while we follow the serial log.
+            argv = ssh.command_argv(vm, cfg, port, [*journal, "-f"], tty=False)
+            proc = stack.enter_context(console.copying(argv, shown()))
+            stack.callback(proc.send_signal, signal.SIGTERM)
+        with contextlib.suppress(KeyboardInterrupt):
+            console.follow(vm.serial_log, transform=shown())
     return 0
 
 
-def _previous_logs(vm: VmPaths) -> int:
+def cmd_diff(ctx: Context, a: argparse.Namespace) -> int:
+    from . import console, diff, sanitize
+
+    vm = targets.resolve(ctx, a.target)
+    cfg = store.load_config(vm)
+    raw = sanitize.check_raw(a.raw, sys.stdout)
+    rep, body = diff.report(ctx.layout, vm, cfg, stat=a.stat)
+    if a.json:
+        if not a.stat:
+            rep.patch = body.decode("utf-8", "replace")
+        _print_json(rep.model_dump(mode="json"))
+        return 0
+    console.write_out(diff.render(rep).encode())
+    if body:
+        console.write_out(b"\n" + (body if raw else sanitize.data(body).encode()))
+    return 0
+
+
+def cmd_pull(ctx: Context, a: argparse.Namespace) -> int:
+    from . import pull, sanitize
+
+    vm = targets.resolve(ctx, a.target)
+    cfg = store.load_config(vm)
+    res = pull.pull(
+        ctx.layout,
+        vm,
+        cfg,
+        into=a.into,
+        force=a.force,
+        include_uncommitted=a.include_uncommitted,
+    )
+    branch = sanitize.text(res.ref.removeprefix("refs/heads/"))
+    if res.commit is None:
+        print(f"nothing to pull: VM {vm.name}'s workspace has no commits beyond its base")
+    elif res.old == res.commit:
+        print(f"{branch} is already at {res.commit[:12]}: nothing new")
+    else:
+        since = f"{res.old[:12]}.." if res.old else "new branch at "
+        print(f"pulled {res.commits} commit(s) into {branch} ({since}{res.commit[:12]})")
+        if res.snapshot:
+            print(f"  the files not committed in the workspace are commit {res.snapshot[:12]}")
+        print(f"  review: git log -p {_q(branch)}  (the agent's work: read it before merging)")
+    if res.left_uncommitted:
+        warn(
+            f"the agent left {res.left_uncommitted} file(s) uncommitted; they were not pulled "
+            "('agent-vm pull --include-uncommitted' commits them on the pulled branch)"
+        )
+    return 0
+
+
+def cmd_push(ctx: Context, a: argparse.Namespace) -> int:
+    from . import push, sanitize
+
+    vm = targets.resolve(ctx, a.target)
+    cfg, port = _running(ctx, vm)
+    res = push.push(vm, cfg, port)
+    branch = sanitize.text(res.branch)
+    if res.sent:
+        print(f"the workspace now has {branch} at {res.commit[:12]} as origin/{branch}")
+    else:
+        print(f"nothing to push: the workspace already has {branch} ({res.commit[:12]})")
+    return 0
+
+
+def _previous_logs(vm: VmPaths, raw: bool) -> int:
     """Each start keeps the boot before it as serial.log.1 / runner.log.1."""
+    from . import console, sanitize
+
     shown = False
     for what, path in (("serial log", vm.serial_log), ("runner log", vm.runner_log)):
         old = previous(path)
         if old.exists():
             print(f"--- previous boot's {what} ({old}) ---", flush=True)
-            sys.stdout.write(old.read_text(errors="replace"))
+            data = old.read_bytes()
+            console.write_out(data if raw else sanitize.data(data).encode())
             shown = True
     if not shown:
         print(f"VM {vm.name} has no previous boot's logs")
@@ -438,7 +509,7 @@ def cmd_doctor(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def _schemas() -> dict[str, type[BaseModel]]:
-    from . import doctor, mcp_config
+    from . import diff, doctor, mcp_config
     from .events import Event
 
     return {
@@ -449,6 +520,7 @@ def _schemas() -> dict[str, type[BaseModel]]:
         "start": status.VmStatus,
         "mcp-config": mcp_config.McpConfig,
         "event": Event,
+        "diff": diff.DiffReport,
     }
 
 
@@ -478,6 +550,9 @@ COMMANDS = {
     "shell": cmd_shell,
     "console": cmd_console,
     "logs": cmd_logs,
+    "diff": cmd_diff,
+    "pull": cmd_pull,
+    "push": cmd_push,
     "doctor": cmd_doctor,
     "schema": cmd_schema,
     "secret": cmd_secret,

@@ -1,4 +1,8 @@
-"""Git: which repository and branch we are in, making and checking workspaces.
+"""Git in the user's own repository: which repository and branch we are in,
+making workspaces, what the repository already has.
+
+Nothing here runs git in a workspace after it is made: the guest writes
+there, so every later read goes through `quarantine`.
 
 The per-branch workspace is a shallow clone of one commit (`--depth 1`), so
 making it costs the size of the tree, not of the history. It is a real,
@@ -9,9 +13,12 @@ cannot see), with `origin` pointing back at the source repository.
 from __future__ import annotations
 
 import os
+import tempfile
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from . import tools
 from .errors import CommandFailed, GitError, InvalidInput
@@ -29,8 +36,15 @@ class Checkout:
     current: bool = False  # the repository's checked-out HEAD (its work tree may differ)
 
 
-def _git(repo: Path, *args: str, check: bool = True) -> tools.Result:
-    return tools.run(["git", "-C", str(repo), *args], check=check)
+def _git(
+    repo: Path, *args: str, check: bool = True, stdin: IO[bytes] | None = None
+) -> tools.Result:
+    return tools.run(["git", "-C", str(repo), *args], check=check, stdin=stdin)
+
+
+def in_source(repo: Path, *args: str, check: bool = True) -> tools.Result:
+    """git in the user's own repository (trusted: never a workspace)."""
+    return _git(repo, *args, check=check)
 
 
 def _ask(repo: Path, *args: str) -> tools.Result:
@@ -62,7 +76,7 @@ def repo_root(cwd: Path) -> Path:
     )
 
 
-def _valid_branch_name(repo: Path, branch: str) -> bool:
+def valid_branch_name(repo: Path, branch: str) -> bool:
     return _ask(repo, "check-ref-format", "--branch", branch).ok and not branch.startswith("-")
 
 
@@ -80,7 +94,7 @@ def resolve(repo: Path, branch: str | None) -> Checkout:
         if head_ref is not None and head_ref.startswith(HEADS):
             return Checkout(repo, head_ref.removeprefix(HEADS), sha, detached=False, current=True)
         return Checkout(repo, f"detached-{sha[:12]}", sha, detached=True, current=True)
-    if not _valid_branch_name(repo, branch):
+    if not valid_branch_name(repo, branch):
         raise InvalidInput(f"{branch!r} is not a valid branch name")
     for ref in (f"{HEADS}{branch}", f"refs/remotes/origin/{branch}"):
         res = _ask(
@@ -137,27 +151,37 @@ def make_workspace(src: Checkout, dest: Path) -> None:
         raise GitError(f"could not make the workspace: {exc.message}") from None
 
 
-def unsaved_work(workspace: Path) -> list[str]:
-    """Why deleting `workspace` would lose work; empty when it would not."""
-    if not (workspace / ".git").exists():
-        return []
-    reasons: list[str] = []
-    status = _git(workspace, "status", "--porcelain", "--untracked-files=normal", check=False)
-    if not status.ok:
-        return [f"git status failed: {status.stderr.strip()}"]
-    changed = [line for line in status.stdout.splitlines() if line.strip()]
-    if changed:
-        reasons.append(f"{len(changed)} uncommitted change(s)")
-    # Commits on any local branch or HEAD that no remote-tracking ref has.
-    unpushed = _git(
-        workspace, "rev-list", "--count", "HEAD", "--branches", "--not", "--remotes", check=False
-    )
-    if unpushed.ok and unpushed.stdout.strip() not in ("", "0"):
-        reasons.append(f"{unpushed.stdout.strip()} commit(s) that exist nowhere else")
-    stash = _git(workspace, "stash", "list", check=False)
-    if stash.ok and stash.stdout.strip():
-        reasons.append("stashed changes")
-    return reasons
+def object_format(repo: Path) -> str:
+    """sha1 or sha256: what a quarantine for this repository's workspaces uses."""
+    res = _ask(repo, "rev-parse", "--show-object-format")
+    fmt = res.stdout.strip()
+    return fmt if res.ok and fmt in ("sha1", "sha256") else "sha1"
+
+
+def reachable(repo: Path, commits: Sequence[str]) -> set[str]:
+    """Those of `commits` that some ref of `repo` reaches (the trusted side:
+    the user's own repository, never a workspace)."""
+    if not commits:
+        return set()
+    with tempfile.TemporaryFile() as f:
+        f.write("".join(f"{c}\n" for c in commits).encode())
+        f.seek(0)
+        types = _git(repo, "cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=f)
+    present = [line.split()[0] for line in types.stdout.splitlines() if line.endswith(" commit")]
+    if not present:
+        return set()
+    with tempfile.TemporaryFile() as f:
+        f.write("".join(f"{c}\n" for c in present).encode())
+        f.seek(0)
+        # --stdin before --not: the ids are the walk's tips, every ref its end.
+        unreachable = _git(repo, "rev-list", "--stdin", "--not", "--all", stdin=f)
+    return set(present) - set(unreachable.stdout.split())
+
+
+def ref_tips(repo: Path) -> list[str]:
+    """The object ids every ref of `repo` points at."""
+    res = _ask(repo, "for-each-ref", "--format=%(objectname)")
+    return sorted(set(res.stdout.split())) if res.ok else []
 
 
 def left_out(src: Checkout) -> tuple[list[str], list[str]]:

@@ -40,6 +40,7 @@ from . import (
     state,
     store,
     tools,
+    unsaved,
 )
 from .context import Context
 from .egress import process as egress_process
@@ -55,7 +56,6 @@ from .errors import (
     NotFound,
     NotRunning,
     StopFailed,
-    UnsavedWork,
 )
 from .events import REPORTER, EventKind, Severity, emit, warn
 from .fsutil import atomic_write, ensure_private_dir, rotate
@@ -473,16 +473,13 @@ def destroy(ctx: Context, vm: VmPaths, force: bool = False) -> None:
             if not force:
                 raise
             rt = _runtime_from_pidfile(vm)
-        if cfg is not None and cfg.workspace_owned and not force:
-            reasons = gitops.unsaved_work(Path(cfg.workspace))
-            if reasons:
-                raise UnsavedWork(
-                    f"VM {vm.name}'s workspace has {', '.join(reasons)}",
-                    hint="push or copy your work (workspace: "
-                    f"{cfg.workspace}), or destroy with --force",
-                )
+        check = cfg is not None and cfg.workspace_owned and not force
+        if check and cfg is not None:
+            unsaved.refuse_if_unsaved(ctx.layout, vm, cfg)
         if state.alive(rt, vm.dir):
             _stop_locked(vm, cfg, rt, StopTimeouts())
+            if check and cfg is not None:  # what the guest wrote until it stopped
+                unsaved.refuse_if_unsaved(ctx.layout, vm, cfg)
         shutil.rmtree(vm.dir, onerror=_force_remove)
         if os.path.lexists(vm.dir):
             raise CorruptState(

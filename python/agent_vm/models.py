@@ -348,3 +348,24 @@ class NetworkDecision(_Strict):
         "HTTP, everything for a tunnel (logged when it closes); null if unknown",
     )
     secrets: list[str] = Field(default_factory=list, description="Names of secrets injected")
+
+
+class Pull(_Strict):
+    """One `agent-vm pull`: what reached the source repository."""
+
+    ref: str = Field(description="The branch of the source repository that was set")
+    commit: str = Field(description="What it was set to")
+    head: str | None = Field(description="The workspace's HEAD at the time")
+    worktree_tree: str | None = Field(
+        default=None,
+        description="The work tree's tree, when its uncommitted files were committed "
+        "(--include-uncommitted): destroy knows that state is saved",
+    )
+    at: datetime
+
+
+class PullLog(_Strict):
+    """`<vm>/pulls.json`: every pull from this VM's workspace."""
+
+    version: Literal[1] = 1
+    pulls: list[Pull] = Field(default_factory=list)

@@ -55,6 +55,9 @@ class StateLayout:
         # Outside the VM directory so that it outlives create and destroy.
         return self.locks / f"{name}.lock"
 
+    def quarantine_lock(self, name: str) -> Path:
+        return self.locks / f"{name}.quarantine.lock"
+
     def vm(self, name: str) -> VmPaths:
         return VmPaths(self.vms / name)
 
@@ -158,6 +161,15 @@ class VmPaths:
     @property
     def workspace(self) -> Path:
         return self.dir / "workspace"
+
+    @property
+    def quarantine(self) -> Path:
+        # agent-vm's own git directory for reading the workspace as data
+        return self.dir / "quarantine"
+
+    @property
+    def pulls(self) -> Path:
+        return self.dir / "pulls.json"
 
     @property
     def sockets(self) -> tuple[Path, ...]:

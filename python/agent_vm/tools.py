@@ -70,12 +70,15 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     check: bool = True,
+    stdin: IO[bytes] | None = None,
 ) -> Result:
-    """Run to completion and capture output."""
+    """Run to completion and capture output (`stdin`: a file to read from)."""
     from plumbum.commands import ProcessTimedOut  # noqa: PLC0415
 
     cmd = _with_env(resolve(argv[0])[list(argv[1:])], env)
     kwargs: dict[str, Any] = {"retcode": None, "timeout": timeout}
+    if stdin is not None:
+        kwargs["stdin"] = stdin
     if cwd is not None:
         kwargs["cwd"] = str(cwd)
     try:

@@ -314,7 +314,8 @@ def test_destroy_refuses_unsaved_work(
     assert_error(
         run_cli(capsys, "--state-dir", str(state), "destroy"),
         13,
-        "1 uncommitted change(s)",
+        "uncommitted changes to 1 file(s)",
+        "agent-vm pull",
         "--force",
     )
     assert ws.exists()

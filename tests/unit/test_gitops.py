@@ -1,5 +1,5 @@
-"""gitops: which repository and branch, the one-commit workspace, and the
-unsaved-work check that guards destroy.
+"""gitops: which repository and branch, the one-commit workspace, and what
+the source repository already has.
 
 The command lines are pinned with fakes; the behaviour is checked against
 real git in tmp_path (git is the filesystem truth here).
@@ -120,25 +120,6 @@ def test_branch_lookup_command_lines(fp: FakeProcess) -> None:
     assert gitops.resolve(Path("/r"), "dev") == gitops.Checkout(
         Path("/r"), "dev", "b" * 40, detached=False
     )
-
-
-def test_unsaved_work_command_lines(fp: FakeProcess, tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
-    w = str(tmp_path)
-    fp.register(["git", "-C", w, "status", "--porcelain", "--untracked-files=normal"], stdout="")
-    fp.register(
-        ["git", "-C", w, "rev-list", "--count", "HEAD", "--branches", "--not", "--remotes"],
-        stdout="0\n",
-    )
-    fp.register(["git", "-C", w, "stash", "list"], stdout="")
-    assert gitops.unsaved_work(tmp_path) == []
-    assert len(fp.calls) == 3
-
-
-def test_unsaved_work_when_git_status_fails(fp: FakeProcess, tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
-    fp.register(["git", fp.any()], returncode=128, stderr="fatal: bad object\n")
-    assert gitops.unsaved_work(tmp_path) == ["git status failed: fatal: bad object"]
 
 
 def test_missing_git_is_a_missing_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,8 +274,6 @@ def test_workspace_is_a_one_commit_clone_with_origin(tmp_path: Path) -> None:
     # Self-contained: no alternates pointing into the host repository.
     assert not (ws / ".git" / "objects" / "info" / "alternates").exists()
     assert (ws / ".git").is_dir()
-    # A fresh workspace has nothing to lose.
-    assert gitops.unsaved_work(ws) == []
 
 
 def test_workspace_of_a_detached_head(tmp_path: Path) -> None:
@@ -306,7 +285,6 @@ def test_workspace_of_a_detached_head(tmp_path: Path) -> None:
     gitops.make_workspace(co, ws)
     assert git(ws, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD") != sha
     assert git(ws, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
-    assert gitops.unsaved_work(ws) == []
 
 
 def test_workspace_of_a_shell_looking_branch_name(tmp_path: Path) -> None:
@@ -373,82 +351,3 @@ def test_submodules_are_left_out(tmp_path: Path) -> None:
 def test_a_clean_checkout_leaves_nothing_out(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     assert gitops.left_out(gitops.resolve(repo, None)) == ([], [])
-
-
-# --- unsaved work (real git) ---------------------------------------------------------
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "repo")
-    ws = tmp_path / "ws"
-    gitops.make_workspace(gitops.resolve(repo, "main"), ws)
-    assert gitops.unsaved_work(ws) == []
-    return ws
-
-
-def test_modified_file_is_unsaved(workspace: Path) -> None:
-    (workspace / "README").write_text("changed\n")
-    assert gitops.unsaved_work(workspace) == ["1 uncommitted change(s)"]
-
-
-def test_untracked_file_is_unsaved(workspace: Path) -> None:
-    (workspace / "new").write_text("new\n")
-    (workspace / "dir").mkdir()
-    (workspace / "dir" / "also-new").write_text("new\n")
-    assert gitops.unsaved_work(workspace) == ["2 uncommitted change(s)"]
-
-
-def test_staged_file_is_unsaved(workspace: Path) -> None:
-    (workspace / "staged").write_text("s\n")
-    git(workspace, "add", "staged")
-    assert gitops.unsaved_work(workspace) == ["1 uncommitted change(s)"]
-
-
-def test_unpushed_commits_are_unsaved(workspace: Path) -> None:
-    commit(workspace, "a")
-    commit(workspace, "b")
-    assert gitops.unsaved_work(workspace) == ["2 commit(s) that exist nowhere else"]
-
-
-def test_commit_on_another_local_branch_is_unsaved(workspace: Path) -> None:
-    git(workspace, "checkout", "-q", "-b", "side")
-    commit(workspace, "side")
-    git(workspace, "checkout", "-q", "main")
-    assert gitops.unsaved_work(workspace) == ["1 commit(s) that exist nowhere else"]
-
-
-def test_commit_on_a_detached_head_is_unsaved(workspace: Path) -> None:
-    git(workspace, "checkout", "-q", "--detach")
-    commit(workspace, "detached")
-    assert gitops.unsaved_work(workspace) == ["1 commit(s) that exist nowhere else"]
-
-
-def test_pushed_commits_are_saved(workspace: Path, tmp_path: Path) -> None:
-    commit(workspace, "pushed")
-    # Pushing to origin (the source repo) updates the remote-tracking ref.
-    git(workspace, "push", "-q", "origin", "main:refs/heads/from-vm")
-    git(workspace, "fetch", "-q", "origin", "from-vm")
-    assert gitops.unsaved_work(workspace) == []
-
-
-def test_stash_is_unsaved(workspace: Path) -> None:
-    (workspace / "README").write_text("wip\n")
-    git(workspace, "stash", "-q")
-    assert gitops.unsaved_work(workspace) == ["stashed changes"]
-
-
-def test_every_reason_at_once(workspace: Path) -> None:
-    (workspace / "README").write_text("wip\n")
-    git(workspace, "stash", "-q")
-    commit(workspace, "c")
-    (workspace / "untracked").write_text("u\n")
-    assert gitops.unsaved_work(workspace) == [
-        "1 uncommitted change(s)",
-        "1 commit(s) that exist nowhere else",
-        "stashed changes",
-    ]
-
-
-def test_a_directory_that_is_not_a_repository_has_nothing_to_lose(tmp_path: Path) -> None:
-    assert gitops.unsaved_work(tmp_path) == []

@@ -27,6 +27,7 @@ from agent_vm import (
     store,
     supervise,
     tools,
+    unsaved,
 )
 from agent_vm.context import Context
 from agent_vm.errors import (
@@ -154,7 +155,7 @@ def test_create_makes_everything(ctx: Context) -> None:
     for d in (ctx.layout.root, ctx.layout.vms, vm.dir, vm.ssh_dir):
         assert d.stat().st_mode & 0o777 == 0o700, d
     assert git(vm.workspace, "remote", "get-url", "origin") == str(ctx.cwd)
-    assert gitops.unsaved_work(vm.workspace) == []
+    assert unsaved.unsaved_work(ctx.layout, vm, cfg) == []
     assert [p.name for p in ctx.layout.vms.iterdir()] == [vm.name]  # no temp dir left
 
 
@@ -553,7 +554,8 @@ def test_destroy_refuses_unsaved_work_then_force(ctx: Context) -> None:
     (vm.workspace / "work").write_text("precious")
     with pytest.raises(UnsavedWork) as exc:
         lifecycle.destroy(ctx, vm)
-    assert exc.value.exit_code == 13 and "1 uncommitted change(s)" in exc.value.message
+    assert exc.value.exit_code == 13
+    assert exc.value.message.endswith("workspace has uncommitted changes to 1 file(s)")
     assert vm.dir.exists()
     lifecycle.destroy(ctx, vm, force=True)
     assert not vm.dir.exists()

@@ -37,9 +37,23 @@ DATA = Path(__file__).parent / "data"
 LAUNCH_ENVS: list[dict[str, str]] = []
 
 
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+
+
+# Every program launched through tools (argv as run, working directory, the
+# environment plumbum passed), for tests of where and how git runs.
+LAUNCHES: list[Launch] = []
+
+
 def _popen_by_name(argv: list[str], *args: Any, **kwargs: Any) -> Any:
     argv = [os.path.basename(str(argv[0])), *map(str, argv[1:])]
-    LAUNCH_ENVS.append(dict(kwargs.get("env") or {}))
+    env = dict(kwargs.get("env") or {})
+    LAUNCH_ENVS.append(env)
+    LAUNCHES.append(Launch(argv, str(kwargs.get("cwd") or os.getcwd()), env))
     return subprocess.Popen(argv, *args, **kwargs)
 
 
@@ -47,6 +61,7 @@ def _popen_by_name(argv: list[str], *args: Any, **kwargs: Any) -> Any:
 def plumbum_through_subprocess(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(plumbum_local, "Popen", _popen_by_name)
     LAUNCH_ENVS.clear()
+    LAUNCHES.clear()
     yield
 
 
@@ -220,3 +235,51 @@ def write_fake_tool(directory: Path, name: str, body: str) -> Path:
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
     return path
+
+
+# --- a VM with a real workspace (for the quarantine, diff, pull, destroy) ----------
+
+
+@dataclass
+class Box:
+    layout: Any
+    vm: Any
+    cfg: Any
+    repo: Path
+
+    @property
+    def ws(self) -> Path:
+        return Path(self.cfg.workspace)
+
+
+def workspace_vm(tmp_path: Path, name: str = "main-0123abcd") -> Box:
+    """A source repository and a VM whose workspace create made from it (no QEMU)."""
+    from agent_vm import gitops
+    from agent_vm.paths import StateLayout
+
+    repo = make_repo(tmp_path / "repo")
+    layout = StateLayout(tmp_path / "state")
+    cfg = vm_config(
+        name,
+        repo=str(repo),
+        commit=git(repo, "rev-parse", "HEAD"),
+        workspace=str(layout.vm(name).workspace),
+    )
+    vm = write_vm(layout, cfg)
+    gitops.make_workspace(gitops.resolve(repo, "main"), vm.workspace)
+    return Box(layout, vm, cfg, repo)
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, bytes | str]]:
+    """Every path below `root`: (mode, content or link target), for
+    before/after comparisons."""
+    out: dict[str, tuple[int, bytes | str]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = (st.st_mode, os.readlink(p))
+        elif p.is_file():
+            out[str(p.relative_to(root))] = (st.st_mode, p.read_bytes())
+        else:
+            out[str(p.relative_to(root))] = (st.st_mode, b"")
+    return out
