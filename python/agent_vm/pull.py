@@ -78,7 +78,9 @@ def pull(
         changed = changed_files(q, head_tree, tree)
         tip, snapshot = head, None
         if include_uncommitted and changed:
-            tip = snapshot = _commit_files(q, tree, head, vm, cfg)
+            tip = snapshot = _earlier_snapshot(vm, q, head, tree) or _commit_files(
+                q, tree, head, vm, cfg
+            )
         result = Pulled(ref, None, None, 0, 0 if snapshot else len(changed), snapshot)
         base = [cfg.commit] if q.object_types([cfg.commit]) else []
         if tip is None or not _count(q, tip, base):
@@ -89,10 +91,16 @@ def pull(
             return result
         _fetch(q, repo, tip, base)
         if result.old is not None and not force and not _is_ancestor(repo, result.old, tip):
+            was_snapshot = any(p.commit == result.old and p.worktree_tree for p in history(vm))
             raise GitError(
                 f"refusing to move {ref.removeprefix('refs/heads/')} from {result.old[:12]} to "
                 f"{tip[:12]}: not a fast-forward (it has commits the workspace lacks)",
-                hint="pull --into another branch, or --force to overwrite it",
+                hint=(
+                    "it holds the files an earlier --include-uncommitted took; "
+                    if was_snapshot
+                    else ""
+                )
+                + "pull --into another branch, or --force to overwrite it",
             )
         result.commits = _count_in(repo, tip, result.old)
         gitops.in_source(
@@ -134,6 +142,15 @@ def _commit_files(q: Quarantine, tree: str, head: str | None, vm: VmPaths, cfg: 
     )
     parents = ["-p", head] if head is not None else []
     return q.git("commit-tree", tree, *parents, "-m", message, env=AUTHOR).stdout.strip()
+
+
+def _earlier_snapshot(vm: VmPaths, q: Quarantine, head: str | None, tree: str) -> str | None:
+    """The commit an earlier pull made of this very state: pulling it again
+    changes nothing (a new commit would differ by its date alone)."""
+    for p in reversed(history(vm)):
+        if p.head == head and p.worktree_tree == tree and q.object_types([p.commit]):
+            return p.commit
+    return None
 
 
 def _count(q: Quarantine, tip: str, base: list[str]) -> int:

@@ -10,6 +10,7 @@ it into the running guest, and the guest's git fetches it into
 from __future__ import annotations
 
 import contextlib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +21,17 @@ from .paths import VmPaths
 
 GUEST_WORKSPACE = WorkspaceShare(host_path="/").mount_point
 
-# Runs in the guest as its user: $1 is the branch (a valid ref name: no
-# spaces, no ':'), the bundle arrives on stdin.
-GUEST_FETCH = (
-    'set -e; f=$(mktemp); trap \'rm -f "$f"\' EXIT; cat >"$f"; '
-    f'git -C {GUEST_WORKSPACE} fetch --quiet --no-tags "$f" '
-    '"+refs/heads/$1:refs/remotes/origin/$1"; '
-    f'git -C {GUEST_WORKSPACE} rev-parse --verify --quiet "refs/remotes/origin/$1^{{commit}}"'
-)
+
+def guest_fetch(workspace: str) -> str:
+    """The script the guest user runs: $1 is the branch (a valid ref name: no
+    spaces, no ':'), the bundle arrives on stdin."""
+    ws = shlex.quote(workspace)
+    return (
+        'set -e; f=$(mktemp); trap \'rm -f "$f"\' EXIT; cat >"$f"; '
+        f'git -C {ws} fetch --quiet --no-tags "$f" "+refs/heads/$1:refs/remotes/origin/$1"; '
+        f'git -C {ws} rev-parse --verify --quiet "refs/remotes/origin/$1^{{commit}}"'
+    )
+
 
 BUNDLE_TIMEOUT = 600.0
 
@@ -71,7 +75,11 @@ def push(vm: VmPaths, cfg: VmConfig, ssh_port: int) -> Pushed:
             *([f"^{base}"] if has_base else []),
         )
         argv = ssh.command_argv(
-            vm, cfg, ssh_port, ["sh", "-c", GUEST_FETCH, "agent-vm-push", cfg.branch], tty=False
+            vm,
+            cfg,
+            ssh_port,
+            ["sh", "-c", guest_fetch(GUEST_WORKSPACE), "agent-vm-push", cfg.branch],
+            tty=False,
         )
         with open(bundle, "rb") as f:
             out = tools.run(argv, stdin=f, check=False, timeout=BUNDLE_TIMEOUT)

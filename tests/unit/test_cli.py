@@ -91,6 +91,8 @@ def plain_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ([], ["required: COMMAND"]),
         (["--log-format", "xml", "list"], ["invalid choice: 'xml'"]),
         (["schema", "nope"], ["invalid choice"]),
+        (["pull", "--into"], ["expected one argument"]),
+        (["diff", "--patch"], ["unrecognized arguments: --patch"]),
     ],
 )
 def test_usage_errors_exit_2(
@@ -234,6 +236,9 @@ def test_empty_repository(
         "shell",
         "console",
         "logs",
+        "diff",
+        "pull",
+        "push",
     ],
 )
 def test_unknown_vm(capsys: pytest.CaptureFixture[str], state: Path, repo: Path, verb: str) -> None:
