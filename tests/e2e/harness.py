@@ -158,6 +158,17 @@ class Unprivileged:
     home: Path
 
 
+def unprivileged_cli(binary: str, flake: Path, guest: Path, who: Unprivileged, state: Path) -> Cli:
+    """The CLI as the unprivileged user (when the tests run as root) through
+    the nix daemon."""
+    env = base_env(flake, guest) | {
+        "HOME": str(who.home),
+        "NIX_REMOTE": "daemon",
+        "PATH": os.environ["PATH"],
+    }
+    return Cli(binary, state, env, user=who.name if os.getuid() == 0 else None)
+
+
 def outbound_probe(port: int) -> list[str]:
     """A guest command that fetches http://<host NAT address>:port/ (bash's
     /dev/tcp: busybox wget crashes in the test guest)."""

@@ -16,7 +16,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import Cli, Unprivileged, agent_request, base_env, git, make_repo, outbound_probe
+from harness import (
+    Cli,
+    Unprivileged,
+    agent_request,
+    base_env,
+    git,
+    make_repo,
+    outbound_probe,
+    unprivileged_cli,
+)
 
 
 def agent_status(cli: Cli, name: str, port: int) -> tuple[int, str]:
@@ -216,14 +225,8 @@ def test_lifecycle_as_unprivileged_user(
     unprivileged: Unprivileged,
     user_tmp: Path,
 ) -> None:
-    env = base_env(e2e_flake, guest_dir) | {
-        "HOME": str(unprivileged.home),
-        "NIX_REMOTE": "daemon",
-        "PATH": os.environ["PATH"],
-    }
-    user = unprivileged.name if os.getuid() == 0 else None
-    cli = Cli(agent_vm_bin, user_tmp / "state", env, user=user)
-    repo = make_repo(user_tmp / "repo", user=user)
+    cli = unprivileged_cli(agent_vm_bin, e2e_flake, guest_dir, unprivileged, user_tmp / "state")
+    repo = make_repo(user_tmp / "repo", user=cli.user)
 
     cli("up", cwd=repo)
     ids = cli(
