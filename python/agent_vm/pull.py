@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import gitops, quarantine, store
+from . import gitops, quarantine, sanitize, store
 from .errors import GitError, InvalidInput, NotFound
 from .events import warn
 from .models import Pull, PullLog, VmConfig
@@ -71,7 +71,7 @@ def pull(
     _refuse_checked_out(repo, ref)
     with quarantine.opened(vm, layout.quarantine_lock(vm.name), cfg) as (q, snap):
         for problem in snap.problems:
-            warn(f"VM {vm.name}'s workspace: {problem}", vm=vm.name)
+            warn(f"VM {vm.name}'s workspace: {sanitize.text(problem)}", vm=vm.name)
         head = snap.require_head()
         head_tree = q.tree_of(head)
         tree = q.worktree_tree(snap.work_tree, head) if snap.work_tree else head_tree

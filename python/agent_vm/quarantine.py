@@ -25,8 +25,8 @@ is refused, never followed. Every git run here has a scrubbed environment
 and the settings in `SETTINGS` on its command line.
 
 Where the objects and refs come from is a `Source`: `ShareSource` reads the
-shared workspace directory; a guest-made bundle (the in-guest disk
-workspace to come) will be another.
+shared workspace directory; `BundleSource` takes a bundle the guest made
+(for a workspace on the guest's own disk, fetched over SSH).
 """
 
 from __future__ import annotations
@@ -350,32 +350,22 @@ class _Dir:
             return "dir"
         return "file" if stat.S_ISREG(st.st_mode) else "other"
 
-    def sub(self, name: str) -> _Dir:
-        where = f"{self.where}/{name}"
+    def _open(self, name: str, flags: int) -> int:
         try:
-            fd = os.open(
-                name,
-                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                dir_fd=self.fd,
-            )
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | flags, dir_fd=self.fd)
         except OSError as exc:
-            raise Unreadable(f"{where}: {_why(exc, self.kind(name) == 'link')}") from None
-        return _Dir(fd, where)
+            why = _why(exc, self.kind(name) == "link")
+            raise Unreadable(f"{self.where}/{name}: {why}") from None
+
+    def sub(self, name: str) -> _Dir:
+        return _Dir(self._open(name, os.O_DIRECTORY), f"{self.where}/{name}")
 
     def open_file(self, name: str) -> int:
         """A regular file's descriptor (O_NONBLOCK: a FIFO cannot make us wait)."""
-        where = f"{self.where}/{name}"
-        try:
-            fd = os.open(
-                name,
-                os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                dir_fd=self.fd,
-            )
-        except OSError as exc:
-            raise Unreadable(f"{where}: {_why(exc, self.kind(name) == 'link')}") from None
+        fd = self._open(name, os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise Unreadable(f"{where}: not a regular file")
+            raise Unreadable(f"{self.where}/{name}: not a regular file")
         return fd
 
     def read(self, name: str, limit: int) -> bytes:
@@ -421,6 +411,34 @@ class ShareSource:
                 with gd.sub("objects") as objects:
                     snap.problems += _import_objects(objects, q)
         snap.work_tree = self.workspace
+        return snap
+
+
+class BundleSource:
+    """A bundle the guest made (`git bundle create … --all`), brought to a
+    file of ours: verified and unpacked by the quarantine's git, its ref
+    list parsed as data. No work tree: only commits travel this way."""
+
+    def __init__(self, bundle: Path) -> None:
+        self.bundle = bundle
+
+    def load(self, q: Quarantine) -> Snapshot:
+        verify = q.git("bundle", "verify", "--quiet", str(self.bundle), check=False)
+        if not verify.ok:
+            why = (verify.stderr.strip().splitlines() or ["it does not verify"])[-1]
+            raise Unreadable(f"the bundle {self.bundle} is refused: {why}")
+        listed = q.git("bundle", "unbundle", str(self.bundle)).stdout
+        snap = Snapshot()
+        for line in listed.splitlines():
+            oid, _, name = line.partition(" ")
+            if not gitdata.is_object_id(oid, q.object_format):
+                snap.problems.append(f"malformed line in the bundle's ref list: {line!r}")
+            elif name == "HEAD":
+                snap.head = oid
+            elif gitdata.is_valid_ref_name(name):
+                snap.refs[name] = oid
+            else:
+                snap.problems.append(f"malformed ref {name!r} in the bundle")
         return snap
 
 
@@ -559,7 +577,7 @@ def _import_objects(objects: _Dir, q: Quarantine) -> list[str]:
     hexlen = gitdata.HEX_LENGTH[q.object_format]
     for fan in objects.entries():
         if len(fan) != 2 or not gitdata.is_object_id(fan + "0" * (hexlen - 2), q.object_format):
-            continue
+            continue  # info/, pack/ and anything else the guest put there
         if objects.kind(fan) != "dir":
             problems.append(f"objects/{fan} is not a directory (not followed)")
             continue

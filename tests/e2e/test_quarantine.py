@@ -47,6 +47,11 @@ class World:
     def guest(self, script: str, *args: str) -> str:
         return self.cli("shell", "--", "sh", "-c", script, "guest", *args, cwd=self.repo).stdout
 
+    def git(self, repo: Path, *args: str) -> str:
+        """git on the host, in a repository of the user's (git refuses another
+        user's repository)."""
+        return git(repo, *args, user=self.user)
+
     def run(self, *args: str, code: int = 0) -> str:
         r = self.cli(*args, cwd=self.repo, check=False)
         assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
@@ -64,13 +69,14 @@ def tree_state(root: Path) -> dict[str, bytes | str]:
     return out
 
 
-def checkout_state(repo: Path) -> dict[str, object]:
+def checkout_state(w: World) -> dict[str, object]:
     """The user's checkout: what pull and everything else must leave alone."""
+    repo = w.repo
     return {
         "HEAD": (repo / ".git" / "HEAD").read_bytes(),
         "index": (repo / ".git" / "index").read_bytes(),
         "worktree": {k: v for k, v in tree_state(repo).items() if not k.startswith(".git")},
-        "stash": git(repo, "stash", "list"),
+        "stash": w.git(repo, "stash", "list"),
         "FETCH_HEAD": (repo / ".git" / "FETCH_HEAD").exists(),
     }
 
@@ -91,11 +97,11 @@ def scenario(w: World) -> None:
     assert [c["subject"] for c in rep["commits"]] == ["agent: add agent.txt"]
 
     upstream = _user_commits_and_dirties(w)
-    before = checkout_state(w.repo)
+    before = checkout_state(w)
     out = w.run("pull")
     assert "pulled 1 commit(s) into agent/main" in out and "2 file(s) uncommitted" in out
-    assert git(w.repo, "log", "-1", "--format=%s", "agent/main").strip() == "agent: add agent.txt"
-    assert checkout_state(w.repo) == before
+    assert w.git(w.repo, "log", "-1", "--format=%s", "agent/main").strip() == "agent: add agent.txt"
+    assert checkout_state(w) == before
     out = w.run("destroy", code=13)
     assert "uncommitted changes to 2 file(s)" in out and "agent-vm pull" in out
 
@@ -109,11 +115,11 @@ def scenario(w: World) -> None:
     assert proven >= _live_plants(w), proven
     victim_before = tree_state(w.victim)
     _every_command(w)
-    assert checkout_state(w.repo) == before
+    assert checkout_state(w) == before
 
     source_before = tree_state(w.repo)
     victim_git = w.victim / ".git"
-    stolen = git(w.victim, "rev-parse", "HEAD").strip()
+    stolen = w.git(w.victim, "rev-parse", "HEAD").strip()
     # As root the share is mapped-xattr: a link the guest makes is a plain
     # file on the host (its target is the file's content), never a link.
     mapped = _mapped_xattr(w)
@@ -160,11 +166,11 @@ def scenario(w: World) -> None:
     out = w.run("pull", "--include-uncommitted")
     assert "files not committed in the workspace are commit" in out
     for name in ("new-file.txt", ".gitattributes", "a.cl"):
-        git(w.repo, "cat-file", "-e", f"agent/main:{name}")
+        w.git(w.repo, "cat-file", "-e", f"agent/main:{name}")
     w.run("destroy")
     assert not ws.exists()
     assert hostile_git.markers(w.markers) == set()
-    assert checkout_state(w.repo) == before
+    assert checkout_state(w) == before
     assert tree_state(w.victim) == victim_before
 
 
@@ -172,15 +178,15 @@ def _user_commits_and_dirties(w: World) -> str:
     """A new commit on the source branch (for push), then the user's own
     uncommitted edit, staged file and stash: the checkout pull must not touch."""
     write(w, "upstream.txt", "from the user\n")
-    git(w.repo, "add", "upstream.txt", user=w.user)
-    git(w.repo, "commit", "-q", "-m", "upstream", user=w.user)
+    w.git(w.repo, "add", "upstream.txt")
+    w.git(w.repo, "commit", "-q", "-m", "upstream")
     write(w, "stashed.txt", "stash me\n")
-    git(w.repo, "add", "stashed.txt", user=w.user)
-    git(w.repo, "stash", "-q", user=w.user)
+    w.git(w.repo, "add", "stashed.txt")
+    w.git(w.repo, "stash", "-q")
     write(w, "README", "the user's uncommitted edit\n")
     write(w, "staged.txt", "staged\n")
-    git(w.repo, "add", "staged.txt", user=w.user)
-    return git(w.repo, "rev-parse", "main").strip()
+    w.git(w.repo, "add", "staged.txt")
+    return w.git(w.repo, "rev-parse", "main").strip()
 
 
 def write(w: World, name: str, text: str) -> None:

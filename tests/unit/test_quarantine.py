@@ -333,3 +333,36 @@ def test_the_quarantine_is_private_and_outside_the_workspace(box: Box) -> None:
     config = (q.git_dir / "config").read_text()
     assert "fsmonitor = false" in config and "hooksPath = /dev/null" in config
     assert not (q.git_dir / "hooks").exists()
+
+
+# --- a bundle made by the guest -------------------------------------------------------------
+
+
+def test_a_bundle_is_verified_and_its_refs_read_as_data(box: Box, tmp_path: Path) -> None:
+    sha = commit(box.ws, "agent")
+    git(box.ws, "tag", "v1")
+    bundle = tmp_path / "ws.bundle"
+    git(box.ws, "bundle", "create", "-q", str(bundle), "HEAD", "--all")
+    source = quarantine.BundleSource(bundle)
+    with quarantine.opened(
+        box.vm, box.layout.quarantine_lock(box.vm.name), box.cfg, source=source
+    ) as (q, snap):
+        assert snap.head == sha and snap.work_tree is None and snap.problems == []
+        assert snap.refs["refs/heads/main"] == sha and "refs/tags/v1" in snap.refs
+        assert q.object_types([sha]) == {sha: "commit"}
+    assert not [x for x in LAUNCHES if str(box.ws) in " ".join(x.argv)]
+
+
+def test_a_bundle_that_does_not_verify_is_refused(box: Box, tmp_path: Path) -> None:
+    bundle = tmp_path / "bad.bundle"
+    bundle.write_bytes(b"# v2 git bundle\n" + b"z" * 40 + b" refs/heads/x\n\nPACKjunk")
+    with (
+        pytest.raises(GitError, match=r"the bundle .* is refused"),
+        quarantine.opened(
+            box.vm,
+            box.layout.quarantine_lock(box.vm.name),
+            box.cfg,
+            source=quarantine.BundleSource(bundle),
+        ),
+    ):
+        pass
