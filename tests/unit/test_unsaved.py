@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from agent_vm import lifecycle, pull, unsaved
+from agent_vm import lifecycle, pull, state, unsaved
+from agent_vm.context import Context
 from agent_vm.errors import UnsavedWork
-from agent_vm.lifecycle import Context
 from unit_fakes import Box, commit, git, workspace_vm
 
 
@@ -203,7 +203,7 @@ def test_destroy_checks_again_after_the_vm_stops(box: Box, monkeypatch: pytest.M
     """A running guest can write until it is stopped: the check before the
     stop cannot be the last word."""
     ctx = Context(layout=box.layout, cwd=box.repo)
-    monkeypatch.setattr(lifecycle, "alive", lambda rt, d: True)
+    monkeypatch.setattr(state, "alive", lambda rt, d: True)
 
     def stop(*_: object) -> None:
         commit(box.ws, "written-while-stopping")
