@@ -15,15 +15,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import pull, quarantine, sanitize
+from . import quarantine, sanitize
 from .errors import GitError
 from .models import VmConfig
 from .paths import StateLayout, VmPaths
-from .quarantine import Quarantine
+from .quarantine import SAFE_DIFF, Quarantine
 
 DIFF_SCHEMA_VERSION = 1
-# Never an external diff, a textconv driver or a child git in a submodule.
-SAFE_DIFF = ("--no-ext-diff", "--no-textconv", "--no-color", "--submodule=short")
 
 
 class DiffCommit(BaseModel):
@@ -97,7 +95,7 @@ def _commits(q: Quarantine, head: str | None, base: str) -> list[DiffCommit]:
 
 
 def _files(q: Quarantine, a: str, b: str) -> list[DiffFile]:
-    if not pull.changed_files(q, a, b):
+    if not q.changed_files(a, b):
         return []
     names = q.git("diff", *SAFE_DIFF, "--no-renames", "--name-status", "-z", a, b).stdout
     fields = names.split("\0")

@@ -75,7 +75,7 @@ def pull(
         head = snap.require_head()
         head_tree = q.tree_of(head)
         tree = q.worktree_tree(snap.work_tree, head) if snap.work_tree else head_tree
-        changed = changed_files(q, head_tree, tree)
+        changed = q.changed_files(head_tree, tree)
         tip, snapshot = head, None
         if include_uncommitted and changed:
             tip = snapshot = _earlier_snapshot(vm, q, head, tree) or _commit_files(
@@ -124,14 +124,6 @@ def pull(
             ),
         )
         return result
-
-
-def changed_files(q: Quarantine, a: str, b: str) -> list[str]:
-    """Paths that differ between two trees."""
-    if a == b:
-        return []
-    res = q.git("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--name-only", "-z", a, b)
-    return [n for n in res.stdout.split("\0") if n]
 
 
 def _commit_files(q: Quarantine, tree: str, head: str | None, vm: VmPaths, cfg: VmConfig) -> str:
@@ -221,4 +213,4 @@ def _record(vm: VmPaths, entry: Pull) -> None:
     store.save(vm.pulls, PullLog(pulls=[*history(vm), entry]))
 
 
-__all__ = ["Pulled", "changed_files", "history", "pull", "target_ref"]
+__all__ = ["Pulled", "history", "pull", "target_ref"]

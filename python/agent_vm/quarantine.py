@@ -48,7 +48,9 @@ from .models import VmConfig
 from .paths import VmPaths
 
 # Settings on every quarantine git's command line. They win over any
-# config file; the quarantine's own config holds the same values.
+# config file; the quarantine's own config holds the same values. (No
+# external diff or textconv exists without config; every diff is run with
+# --no-ext-diff --no-textconv as well.)
 SETTINGS = (
     "core.fsmonitor=false",
     "core.hooksPath=/dev/null",
@@ -62,13 +64,15 @@ SETTINGS = (
     "protocol.allow=never",
     "submodule.recurse=false",
     "diff.submodule=short",
-    "diff.external=",
     "status.submoduleSummary=false",
     "gc.auto=0",
     "maintenance.auto=false",
     "commit.gpgSign=false",
     "advice.addEmbeddedRepo=false",
 )
+
+# Never an external diff, a textconv driver or a child git in a submodule.
+SAFE_DIFF = ("--no-ext-diff", "--no-textconv", "--no-color", "--submodule=short")
 
 # A guest can make a git command wait on a FIFO or read a huge file: bound
 # every run rather than hang destroy.
@@ -246,6 +250,13 @@ class Quarantine:
         else:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def changed_files(self, a: str, b: str) -> list[str]:
+        """Paths that differ between two trees."""
+        if a == b:
+            return []
+        res = self.git("diff", *SAFE_DIFF, "--no-renames", "--name-only", "-z", a, b)
+        return [n for n in res.stdout.split("\0") if n]
 
     def empty_tree(self) -> str:
         return self.git("hash-object", "-t", "tree", "/dev/null").stdout.strip()

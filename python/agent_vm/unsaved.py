@@ -56,13 +56,27 @@ def _reasons(q: Quarantine, snap: Snapshot, cfg: VmConfig, done: Sequence[Pull])
         reasons.append(
             f"{len(missing)} object(s) its refs or reflogs name that are missing (cannot verify)"
         )
-    commit_of = q.peel_commits(sorted(present))
-    unique = _not_elsewhere(q, repo, cfg.commit, sorted(set(commit_of.values())))
+    reasons += _lost_commits(q, snap, repo, cfg.commit, q.peel_commits(sorted(present)))
+    uncommitted = _uncommitted(q, snap, repo, done)
+    if uncommitted:
+        reasons.append(f"uncommitted changes to {uncommitted} file(s)")
+    if snap.worktree_heads:
+        reasons.append(f"{len(snap.worktree_heads)} linked worktree(s) whose files are not checked")
+    return reasons
+
+
+def _lost_commits(
+    q: Quarantine, snap: Snapshot, repo: Path, base: str, commit_of: dict[str, str]
+) -> list[str]:
+    """Commits the source repository does not reach, each counted once, where
+    it is first found: on branches (named), then `_categories`."""
+    unique = _not_elsewhere(q, repo, base, sorted(set(commit_of.values())))
+    reasons = []
     attributed: set[str] = set()
     lost_branches = []
     for name, oid in sorted(snap.refs.items()):
         if name.startswith("refs/heads/") and oid in commit_of:
-            mine = _walk(q, [commit_of[oid]], cfg.commit) & unique
+            mine = _walk(q, [commit_of[oid]], base) & unique
             if mine:
                 lost_branches.append(name.removeprefix("refs/heads/"))
                 attributed |= mine
@@ -73,15 +87,10 @@ def _reasons(q: Quarantine, snap: Snapshot, cfg: VmConfig, done: Sequence[Pull])
         )
     for label, tips in _categories(snap):
         commits = [commit_of[t] for t in tips if t in commit_of]
-        mine = (_walk(q, commits, cfg.commit) & unique) - attributed
+        mine = (_walk(q, commits, base) & unique) - attributed
         attributed |= mine
         if mine:
             reasons.append(f"{len(mine)} commit(s) {label}")
-    uncommitted = _uncommitted(q, snap, repo, done)
-    if uncommitted:
-        reasons.append(f"uncommitted changes to {uncommitted} file(s)")
-    if snap.worktree_heads:
-        reasons.append(f"{len(snap.worktree_heads)} linked worktree(s) whose files are not checked")
     return reasons
 
 
@@ -147,4 +156,4 @@ def _uncommitted(q: Quarantine, snap: Snapshot, repo: Path, done: Sequence[Pull]
     with contextlib.suppress(CommandFailed):
         if saved and gitops.reachable(repo, saved):
             return 0
-    return len(pull.changed_files(q, head_tree, tree))
+    return len(q.changed_files(head_tree, tree))

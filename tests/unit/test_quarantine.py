@@ -88,7 +88,6 @@ def test_every_git_gets_only_our_environment(monkeypatch: pytest.MonkeyPatch) ->
         "core.fsmonitor=false",
         "core.hooksPath=/dev/null",
         "protocol.allow=never",
-        "diff.external=",
         "submodule.recurse=false",
         "core.pager=cat",
     ):
