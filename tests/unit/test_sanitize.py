@@ -128,3 +128,14 @@ def test_log_follow_escapes_each_chunk(tmp_path: Path) -> None:
     with os.fdopen(r, "rb") as f:
         out = f.read()
     assert b"\x1b" not in out and b"\\x1b]0;pwned\\x07" in out
+
+
+def test_the_previous_boots_logs_are_escaped(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> None:
+    _stopped_vm_with_log(tmp_path)
+    vm = StateLayout(tmp_path).vm("main-0123abcd")
+    vm.serial_log.rename(vm.dir / "serial.log.1")
+    assert cli.main(["--state-dir", str(tmp_path), "logs", "--previous", "main-0123abcd"]) == 0
+    out = capsysbinary.readouterr().out
+    assert b"\x1b" not in out and b"\\x1b]0;pwned\\x07login: \\xff" in out
