@@ -20,7 +20,6 @@ from harness import (
     Cli,
     Unprivileged,
     agent_request,
-    base_env,
     git,
     make_repo,
     outbound_probe,
