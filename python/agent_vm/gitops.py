@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from . import tools
+from . import sanitize, tools
 from .errors import CommandFailed, GitError, InvalidInput
 from .events import EventKind, emit, warn
 
@@ -206,7 +206,7 @@ def left_out(src: Checkout) -> tuple[list[str], list[str]]:
     )
     # --null: "key\nvalue\0" per entry, whatever the path contains.
     records = res.stdout.split("\0") if res.ok else []
-    submodules = [_shown(r.split("\n", 1)[1]) for r in records if "\n" in r]
+    submodules = [sanitize.text(r.split("\n", 1)[1]) for r in records if "\n" in r]
     return changes, submodules
 
 
@@ -232,12 +232,6 @@ def report_left_out(src: Checkout, vm: str) -> None:
         emit(EventKind.WORKSPACE_LEFT_OUT, f"not in the workspace: {line}", vm=vm)
     for path in submodules:
         emit(EventKind.WORKSPACE_LEFT_OUT, f"submodule not in the workspace: {path}", vm=vm)
-
-
-def _shown(text: str) -> str:
-    """`text` (from the repository's .gitmodules) safe to print: control
-    characters escaped."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def branches(repo: Path) -> list[str]:
