@@ -1,5 +1,8 @@
 """The guest attacks through its workspace; the agent's work comes out through
-diff and pull (issue 9). One VM per host user runs everything in sequence:
+diff and pull (issue 9). One VM per host user runs everything in sequence
+(for the unprivileged user, also what `up` must give one: the guest user has
+their uid and gid, what it makes is theirs on the host, the state dir is
+private):
 
 * the reviewed path: an agent commit, an uncommitted edit and a new file
   made in the guest show in `diff`; `pull` makes agent/<branch> in the
@@ -43,6 +46,8 @@ class World:
     markers: Path
     scratch: Path
     user: str | None
+    # The unprivileged host user's (uid, gid): the guest user must have them.
+    ids: tuple[int, int] | None = None
 
     def guest(self, script: str, *args: str) -> str:
         return self.cli("shell", "--", "sh", "-c", script, "guest", *args, cwd=self.repo).stdout
@@ -85,9 +90,16 @@ def scenario(w: World) -> None:
     w.run("up")
     st = json.loads(w.run("status", "--json"))
     ws = Path(st["workspace"])
+    if w.ids:
+        # The guest user is the host user, so what it makes is theirs, and
+        # agent-vm made the state dir private.
+        assert w.guest("id -u; id -g").split() == [str(i) for i in w.ids]
+        assert w.cli.state_dir.stat().st_mode & 0o077 == 0
 
     # --- the reviewed path -------------------------------------------------------------
     w.guest(AGENT_WORK)
+    if w.ids:
+        assert (ws / "new-file.txt").stat().st_uid == w.ids[0]
     out = w.run("diff")
     assert "agent: add agent.txt" in out, out
     assert "  M README" in out and "  A new-file.txt" in out
@@ -252,8 +264,9 @@ def test_quarantine_as_an_unprivileged_user(
     scratch.mkdir()
     if cli.user:
         shutil.chown(scratch, cli.user, cli.user)
-    world = World(cli, repo, victim, hostile_git.make_marker_dir(user_tmp), scratch, cli.user)
-    scenario(world)
+    ids = (unprivileged.uid, unprivileged.gid)
+    markers = hostile_git.make_marker_dir(user_tmp)
+    scenario(World(cli, repo, victim, markers, scratch, cli.user, ids))
 
 
 def _victim(parent: Path, user: str | None) -> Path:
