@@ -60,9 +60,27 @@ def status(cli: Cli, repo: Path, target: str | None = None) -> dict:  # type: ig
     return json.loads(cli(*args, cwd=repo).stdout)
 
 
+def root_size_mib(cli: Cli, repo: Path) -> int:
+    out = cli("shell", "--", "df", "-BM", "--output=size", "/", cwd=repo).stdout
+    return int(out.split()[-1].rstrip("M"))
+
+
+def virtual_size(disk: Path) -> int:
+    info = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(disk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(json.loads(info)["virtual-size"])
+
+
 def test_full_lifecycle(cli: Cli, repo: Path) -> None:
-    created = cli("create", "--network", "open", "--json", cwd=repo).json()
+    """Two boots: the second, after a restart, without a network, on a grown
+    disk, each boot's serial and runner logs holding that boot only."""
+    created = cli("create", "--network", "open", "--disk-size", "2048", "--json", cwd=repo).json()
     name = created["name"]
+    vm_dir = cli.state_dir / "vms" / name
     assert created["state"] == "stopped"
     assert (created["ssh_port"], created["agent_port"]) >= (2222, 8000)
 
@@ -118,24 +136,36 @@ def test_full_lifecycle(cli: Cli, repo: Path) -> None:
         probe = cli("shell", "--", *outbound_probe(port), cwd=repo)
     assert probe.stdout.startswith("HTTP/1.0 200"), probe.stdout
 
+    # The test guest's image is smaller (~1.5 GiB): grown at the first start.
+    assert virtual_size(vm_dir / "disk.qcow2") == 2048 << 20
+    assert 1800 <= root_size_mib(cli, repo) <= 2048
     cli("shell", "--", "sh", "-c", "echo kept > ~/persist && sync", cwd=repo)
     pid = status(cli, repo)["pid"]
-    # The next boot without a network: the same probe must now fail.
-    cli("update", "--network", "none", cwd=repo)
+    r = cli("update", "--disk-size", "1024", cwd=repo, check=False)
+    assert r.returncode == 2, r.stderr
+    assert "a disk cannot shrink" in r.stderr and "agent-vm reset" in r.stderr
+    # The next boot without a network (the same probe must now fail), on a
+    # larger disk.
+    cli("update", "--network", "none", "--disk-size", "3072", cwd=repo)
     cli("restart", cwd=repo)
     st = status(cli, repo)
     assert st["state"] == "running" and st["pid"] != pid
+    assert virtual_size(vm_dir / "disk.qcow2") == 3072 << 20
+    assert 2800 <= root_size_mib(cli, repo) <= 3072
+    assert "run-agent-vm: disk grown from 2048M to 3072M" in (vm_dir / "runner.log").read_text()
     with serving() as port:
         probe = cli("shell", "--", *outbound_probe(port), cwd=repo, check=False)
     assert probe.returncode != 0 and "200 OK" not in probe.stdout, probe
     # Forwards still work both ways for SSH and the agent.
     assert st["agent_reachable"] is True
-    vm_dir = cli.state_dir / "vms" / name
     serial = (vm_dir / "serial.log").read_text(errors="replace")
     before = (vm_dir / "serial.log.1").read_text(errors="replace")
     assert serial.count("Linux version") == 1  # this boot's only
     assert before.count("Linux version") == 1  # the boot before, kept
-    assert "reboot: Power down" in before  # the restart powered the guest down
+    # The restart powered the guest down.
+    assert "reboot: Power down" in before and "reboot: Power down" not in serial
+    prev = cli("logs", "--previous", cwd=repo).stdout
+    assert "reboot: Power down" in prev and "--- previous boot's serial log" in prev
     assert cli("shell", "--", "cat", "persist", cwd=repo).stdout == "kept\n"
     logs = cli("logs", cwd=repo).stdout
     assert "Linux version" in logs and "agent service journal" in logs
