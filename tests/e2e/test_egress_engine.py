@@ -165,7 +165,7 @@ def engine(cli: Cli, tmp_path: Path, open_dir: Path) -> Iterator[Engine]:
         paths = EgressPaths(vm_dir)
         deadline = time.monotonic() + 60
         while not (paths.socket.exists() and paths.engine_runtime.exists()):
-            assert time.monotonic() < deadline, (paths.dir / "engine.log").read_text()
+            assert time.monotonic() < deadline, paths.engine_log.read_text()
             time.sleep(0.1)
         try:
             yield Engine(vm, vm_dir, parent, up, paths.ca_cert)
@@ -242,7 +242,7 @@ def test_decisions_injection_and_the_log(engine: Engine, cli: Cli, tmp_path: Pat
     assert decisions >= EXPECTED_DECISIONS, decisions
     tunnel = next(x for x in log if x["host"] == "passthru.test")
     assert isinstance(tunnel["bytes"], int) and tunnel["bytes"] > 0
-    for f in (e.paths.log, e.paths.dir / "engine.log", e.paths.config, e.paths.guest_env):
+    for f in (e.paths.log, e.paths.engine_log, e.paths.config, e.paths.guest_env):
         assert VALUE not in f.read_text(), f
     cmdline = Path(f"/proc/{e.pid}/cmdline").read_bytes()
     assert VALUE.encode() not in cmdline and cmdline.split(b"\0")[-2] == str(e.vm_dir).encode()

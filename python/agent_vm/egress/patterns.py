@@ -41,10 +41,6 @@ class Pattern:
             return h.endswith("." + self.host)
         return h == self.host
 
-    @property
-    def is_literal_ip(self) -> bool:
-        return not self.wildcard and _is_ip(self.host)
-
     def __str__(self) -> str:
         text = ("*." if self.wildcard else "") + self.host
         return text if self.port is None else f"{text}:{self.port}"
