@@ -23,6 +23,7 @@ let
   authDir = "/run/agent-vm-agent";
   authConf = "${authDir}/nginx-auth.conf";
   nginxGroup = config.services.nginx.group;
+  serversHome = "/var/lib/${cfg.user}";
 
   inherit (lib)
     mkOption
@@ -120,8 +121,10 @@ in
       default = "agent-mcp";
       example = "mcp";
       description = ''
-        The user mcp-proxy and the MCP servers run as (a system user made
-        for them). Not the guest user the agent works as: that user could
+        The user mcp-proxy and the MCP servers run as: a system user of
+        this name in a group of the same name, made for them (declare
+        `users.users.<name>` in your module to make it otherwise). Not the
+        guest user the agent works as: that user could
         read the servers' secrets from their process environment. It can
         read the workspace (what is world-readable there) but not write it,
         and anything a server runs from the workspace (git reading
@@ -223,15 +226,17 @@ in
 
     networking.firewall.allowedTCPPorts = [ cfg.port ];
 
-    users.users = mkIf (cfg.user == "agent-mcp") {
-      agent-mcp = {
-        isSystemUser = true;
-        group = "agent-mcp";
-        home = "/var/lib/agent-mcp";
-        createHome = true;
-      };
+    # The servers' user, made under whatever name is set (the unit's Group
+    # reads it). Defaults only: a module of yours may declare it otherwise;
+    # its group is made when it is the user's own, its home created when it
+    # is the one set here.
+    users.users.${cfg.user} = {
+      isSystemUser = mkDefault true;
+      group = mkDefault cfg.user;
+      home = mkDefault serversHome;
+      createHome = mkDefault (config.users.users.${cfg.user}.home == serversHome);
     };
-    users.groups = mkIf (cfg.user == "agent-mcp") { agent-mcp = { }; };
+    users.groups.${cfg.user} = mkIf (config.users.users.${cfg.user}.group == cfg.user) { };
 
     # The token check in front of mcp-proxy. The maps with the token are
     # included from tmpfs (written by agent-vm-agent-auth at boot), so the

@@ -23,6 +23,7 @@ EXPR = r"""
 let
   lib = import (/. + stubLib) { } // {
     mkIf = cond: value: if cond then value else null;
+    mkDefault = value: value;
   };
   mod = import (/. + module) {
     inherit lib;
@@ -62,6 +63,29 @@ def test_the_agents_environment_file_is_optional(expr: Path) -> None:
     assert got == "-/run/secrets/agent-vm-mcp.env"
     agent["environmentFile"] = None
     assert value(expr, "agent-service.nix", {"agent-vm": {"agent": agent}}, AGENT_UNIT) is None
+
+
+def test_the_servers_user_is_made_whatever_its_name(expr: Path) -> None:
+    """`agent-vm.agent.user` promises a system user made for the servers
+    (its example is "mcp"): the module makes it under any name, not only
+    the default's, or the unit's `Group` fails evaluation on a user that
+    does not exist."""
+    for name in ("agent-mcp", "mcp"):
+        config = {
+            "agent-vm": {"agent": {"enable": True, "user": name}},
+            "users": {"users": {name: {"group": name, "home": f"/var/lib/{name}"}}},
+        }
+        user = value(expr, "agent-service.nix", config, ["users", "users", name])
+        assert user == {
+            "isSystemUser": True,
+            "group": name,
+            "home": f"/var/lib/{name}",
+            "createHome": True,
+        }
+        assert value(expr, "agent-service.nix", config, ["users", "groups", name]) == {}
+    # Declared otherwise (another group): no group of that name is made.
+    config["users"]["users"]["mcp"]["group"] = "nogroup"
+    assert value(expr, "agent-service.nix", config, ["users", "groups", "mcp"]) is None
 
 
 def test_the_workspace_server_passes_the_check_its_build_runs() -> None:
