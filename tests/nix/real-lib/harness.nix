@@ -32,10 +32,12 @@ let
     };
     legacyPackages.x86_64-linux = pkgs;
   };
+  runnerLib = import (repo + "/lib") { };
   mkBranchVM = import (repo + "/lib/mk-branch-vm.nix") {
-    inherit nixpkgs;
-    runnerLib = import (repo + "/lib") { };
+    inherit nixpkgs runnerLib;
     guestModule = repo + "/modules/guest.nix";
+    # As flake.nix passes it: the agent-vm package's proxy program.
+    egressEngine = _: lib.getExe' pkgs.agent-vm "agent-vm-egress";
   };
   params = import (repo + "/nixos-tests/params.nix");
 
@@ -43,6 +45,7 @@ let
     {
       user,
       share,
+      network ? "open",
       modules ? [ ],
       userModule ? null,
     }:
@@ -53,7 +56,7 @@ let
         params {
           name = "main-0123abcd";
           stateDir = "/home/u/.local/state/agent-vm/vms/main-0123abcd";
-          inherit user share;
+          inherit user share network;
         }
         // {
           inherit userModule;
@@ -83,8 +86,23 @@ let
       wants
       unitConfig
       serviceConfig
+      environment
+      script
       ;
     path = map toString u.path;
+  };
+
+  userReport = u: {
+    inherit (u)
+      name
+      uid
+      group
+      isNormalUser
+      isSystemUser
+      home
+      createHome
+      extraGroups
+      ;
   };
 
   guestReport =
@@ -96,16 +114,8 @@ let
     {
       failedAssertions = failed c;
       fileSystems = lib.mapAttrs (_: fileSystem) c.fileSystems;
-      user = {
-        inherit (c.users.users.${name})
-          uid
-          group
-          isNormalUser
-          isSystemUser
-          home
-          extraGroups
-          ;
-      };
+      user = userReport c.users.users.${name};
+      users = lib.mapAttrs (_: userReport) c.users.users;
       groups = lib.mapAttrs (_: g: g.gid) c.users.groups;
       initrdModules = c.boot.initrd.availableKernelModules;
       sshd = {
@@ -123,9 +133,11 @@ let
       nftablesTables = lib.attrNames c.networking.nftables.tables;
       units = lib.mapAttrs (_: unit) (lib.filterAttrs (_: u: u.enable) c.systemd.services);
       agentVm = lib.mapAttrs (_: v: if lib.isDerivation v then v.name else v) c.system.build.agentVm;
-      runnerFirstLine = lib.head (lib.splitString "\n" runner.text);
-      runnerExec = lib.findFirst (l: lib.hasPrefix "exec " l || lib.hasInfix "qemu-system" l) "" (
-        lib.splitString "\n" runner.text
+      runnerText = runner.text;
+      # The VM's QEMU command line: the runner's last QEMU (the first
+      # probes KVM).
+      runnerExec = lib.findFirst (lib.hasInfix "qemu-system") "" (
+        lib.reverseList (lib.splitString "\n" runner.text)
       );
       # Every agent-vm option a user may set, and which of them the user's
       # module defines.
@@ -143,6 +155,38 @@ let
         ) (map (o: o.loc) (lib.optionAttrSetToDocList runner.nixos.options))
       );
       agentServers = c.agent-vm.agent.servers;
+      agent = {
+        inherit (c.agent-vm.agent) user port backendPort;
+      };
+      egressEnabled = c.agent-vm.egress.enable;
+      # The credential names the runner hands in (lib/), which the units
+      # must import.
+      credentialNames = runnerLib.credentials // {
+        egress = runnerLib.egress.credentials;
+      };
+      etc = lib.mapAttrs (_: e: toString e.source) (lib.filterAttrs (_: e: e.enable) c.environment.etc);
+      extraInit = c.environment.extraInit;
+      nginx = {
+        inherit (c.services.nginx)
+          enable
+          user
+          group
+          appendHttpConfig
+          mapHashBucketSize
+          ;
+        virtualHosts = lib.mapAttrs (_: v: {
+          inherit (v) default serverName;
+          listen = map (l: { inherit (l) addr port ssl; }) v.listen;
+          locations = lib.mapAttrs (_: l: {
+            inherit (l)
+              proxyPass
+              extraConfig
+              recommendedProxySettings
+              proxyWebsockets
+              ;
+          }) v.locations;
+        }) c.services.nginx.virtualHosts;
+      };
     };
 
   host =
@@ -167,17 +211,7 @@ let
     units = lib.mapAttrs (_: unit) (
       lib.filterAttrs (n: _: lib.hasPrefix "agent-vm-" n) c.systemd.services
     );
-    users = lib.mapAttrs (_: u: {
-      inherit (u)
-        uid
-        group
-        isSystemUser
-        isNormalUser
-        home
-        createHome
-        extraGroups
-        ;
-    }) c.users.users;
+    users = lib.mapAttrs (_: userReport) c.users.users;
     kvmMembers = c.users.groups.kvm.members;
     agentVmGroup = c.users.groups ? agent-vm;
     tmpfiles = c.systemd.tmpfiles.rules;
@@ -243,6 +277,26 @@ in
     };
     share = "9p";
     userModule = toString ./conflicting-module.nix;
+  });
+  # `--network allow` (the default for `up`): the same guest system, a
+  # runner with the egress proxy.
+  network-allow = guestReport (guest {
+    user = {
+      uid = 1000;
+      gid = 1000;
+    };
+    share = "virtiofs";
+    network = "allow";
+  });
+  # An MCP environment file in the workspace (which the agent reads and
+  # writes): the agent module's assertion must refuse it.
+  workspace-env-file = guestReport (guest {
+    user = {
+      uid = 1000;
+      gid = 1000;
+    };
+    share = "virtiofs";
+    modules = [ { agent-vm.agent.environmentFile = "/workspace/.env"; } ];
   });
   host-two-vms = hostReport (host twoVms);
   # 0.0.0.0 binds every address: a clash with 127.0.0.1 on the same port.

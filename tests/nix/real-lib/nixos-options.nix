@@ -7,7 +7,12 @@
 # and, where its stored copy predates the option, the fork faukah/nixpkgs
 # at 3b20077c, a recent master). Where nixpkgs' type carries a check, the
 # check is the same; merges are the module system's own.
-{ lib, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 let
   inherit (lib) mkOption types;
 
@@ -222,6 +227,133 @@ let
         };
       };
     };
+
+  # nixos/modules/system/etc/etc.nix: one `environment.etc` entry. `text`
+  # becomes a store file that is the `source`.
+  etcOptions =
+    {
+      name,
+      config,
+      options,
+      ...
+    }:
+    {
+      options = {
+        enable = bool true;
+        target = mkOption { type = types.str; };
+        text = mkOption {
+          type = types.nullOr types.lines;
+          default = null;
+        };
+        source = mkOption { type = types.path; };
+        mode = mkOption {
+          type = types.str;
+          default = "symlink";
+        };
+        uid = mkOption {
+          type = types.int;
+          default = 0;
+        };
+        gid = mkOption {
+          type = types.int;
+          default = 0;
+        };
+        user = mkOption {
+          type = types.str;
+          default = "+${toString config.uid}";
+        };
+        group = mkOption {
+          type = types.str;
+          default = "+${toString config.gid}";
+        };
+      };
+      config = {
+        target = lib.mkDefault name;
+        source = lib.mkIf (config.text != null) (
+          lib.mkDerivedConfig options.text (pkgs.writeText ("etc-" + lib.replaceStrings [ "/" ] [ "-" ] name))
+        );
+      };
+    };
+
+  # nixos/modules/services/web-servers/nginx/vhost-options.nix: the
+  # virtual host options agent-service.nix sets or nginx's module reads.
+  nginxListenOptions = {
+    options = {
+      addr = mkOption { type = types.str; };
+      port = mkOption {
+        type = types.nullOr types.port;
+        default = null;
+      };
+      ssl = bool false;
+      proxyProtocol = bool false;
+      extraParameters = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+    };
+  };
+  # ... location-options.nix (its `config` is the system's).
+  nginxLocationOptions = {
+    options = {
+      proxyPass = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+      };
+      proxyWebsockets = bool false;
+      return = mkOption {
+        type = types.nullOr (
+          types.oneOf [
+            types.str
+            types.int
+          ]
+        );
+        default = null;
+      };
+      extraConfig = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      priority = mkOption {
+        type = types.int;
+        default = 1000;
+      };
+      recommendedProxySettings = bool config.services.nginx.recommendedProxySettings;
+    };
+  };
+  nginxVhostOptions = {
+    options = {
+      serverName = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+      };
+      serverAliases = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      listen = mkOption {
+        type = types.listOf (types.submodule nginxListenOptions);
+        default = [ ];
+      };
+      listenAddresses = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      addSSL = bool false;
+      onlySSL = bool false;
+      forceSSL = bool false;
+      rejectSSL = bool false;
+      enableACME = bool false;
+      default = bool false;
+      extraConfig = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      locations = mkOption {
+        type = types.attrsOf (types.submodule nginxLocationOptions);
+        default = { };
+      };
+    };
+  };
 
   bool = default: mkOption {
     type = types.bool;
@@ -442,6 +574,44 @@ in
           }
         )
       );
+    };
+    # nixos/modules/system/etc/etc.nix
+    environment.etc = mkOption {
+      type = types.attrsOf (types.submodule etcOptions);
+      default = { };
+    };
+    # nixos/modules/config/shells-environment.nix
+    environment.extraInit = mkOption {
+      type = types.lines;
+      default = "";
+    };
+    # nixos/modules/services/web-servers/nginx/default.nix
+    services.nginx = {
+      enable = bool false;
+      user = mkOption {
+        type = types.str;
+        default = "nginx";
+      };
+      group = mkOption {
+        type = types.str;
+        default = "nginx";
+      };
+      recommendedProxySettings = bool false;
+      appendHttpConfig = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      mapHashBucketSize = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+      };
+      validateConfigFile = bool true;
+      virtualHosts = mkOption {
+        type = types.attrsOf (types.submodule nginxVhostOptions);
+        default = {
+          localhost = { };
+        };
+      };
     };
     # nixos/modules/config/system-path.nix
     environment.systemPackages = mkOption {

@@ -43,4 +43,8 @@ in
   e2fsprogs = drv "e2fsprogs" { };
   virtiofsd = drv "virtiofsd" { };
   agent-vm = drv "agent-vm" { };
+  cacert = drv "nss-cacert" { p11kit = drv "nss-cacert-p11kit" { }; };
+  coreutils = drv "coreutils" { };
+  socat = drv "socat" { };
+  nginxStable = drv "nginx" { };
 }

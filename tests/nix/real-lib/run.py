@@ -13,6 +13,7 @@ check and exits non-zero if any failed.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ CASES = [
     "system-user-9p-host-store",
     "user-module",
     "conflicting-module",
+    "network-allow",
+    "workspace-env-file",
     "host-two-vms",
     "host-port-clash",
 ]
@@ -108,26 +111,139 @@ def check_guest(c: Checker, case: str, r: dict[str, Any]) -> None:
         and units["agent-vm-credentials"]["serviceConfig"]["Type"] == "oneshot",
         units,
     )
-    agent = units.get("agent-vm-agent")
-    c.check(
-        case,
-        "agent unit runs mcp-proxy as the guest user",
-        agent is not None
-        and agent["serviceConfig"]["User"] == "dev"
-        and "mcp-proxy" in agent["serviceConfig"]["ExecStart"],
-        agent,
-    )
-    c.check(
-        case,
-        "agent port open in the firewall",
-        r["agentVm"]["agentPort"] in r["firewallPorts"],
-        r["firewallPorts"],
-    )
+    check_agent(c, case, r)
+    if r["egressEnabled"]:
+        check_egress(c, case, r)
     c.check(
         case,
         "runner execs QEMU with the guest's kernel",
         "qemu-system-x86_64" in r["runnerExec"] and r["agentVm"]["kernel"] in r["runnerExec"],
         r["runnerExec"][:300],
+    )
+
+
+def as_list(v: Any) -> list[Any]:
+    """A systemd setting as the unit file has it: one value or several."""
+    return v if isinstance(v, list) else [] if v is None else [v]
+
+
+def check_agent(c: Checker, case: str, r: dict[str, Any]) -> None:
+    """The agent port: nginx checks the VM's token and the Host header in
+    front of mcp-proxy, which runs as the servers' own user on loopback."""
+    a, units, creds = r["agent"], r["units"], r["credentialNames"]
+    agent = units.get("agent-vm-agent")
+    user = r["users"].get(a["user"])
+    c.check(
+        case,
+        "mcp-proxy runs as the servers' own system user, on loopback, with the MCP secrets",
+        agent is not None
+        and user is not None
+        and a["user"] != r["user"]["name"]
+        and user["isSystemUser"]
+        and agent["serviceConfig"]["User"] == a["user"]
+        and agent["serviceConfig"]["Group"] == user["group"]
+        and f'"--host" "127.0.0.1" "--port" "{a["backendPort"]}"'
+        in agent["serviceConfig"]["ExecStart"]
+        and agent["serviceConfig"]["ImportCredential"] == [creds["mcpSecrets"]],
+        {"agent": a, "unit": agent, "user": user},
+    )
+    nginx = r["nginx"]
+    vhosts = nginx["virtualHosts"]
+    vhost = vhosts.get("agent-vm-agent", {})
+    loc = vhost.get("locations", {}).get("/", {})
+    c.check(
+        case,
+        "nginx on the agent port (its only host), proxying to mcp-proxy",
+        nginx["enable"]
+        and list(vhosts) == ["agent-vm-agent"]
+        and vhost["default"]
+        and vhost["listen"] == [{"addr": "0.0.0.0", "port": a["port"], "ssl": False}]
+        and list(vhost["locations"]) == ["/"]
+        and loc["proxyPass"] == f"http://127.0.0.1:{a['backendPort']}",
+        vhosts,
+    )
+    conf = loc.get("extraConfig", "")
+    c.check(
+        case,
+        "... only with the token and an accepted Host (maps included from tmpfs)",
+        "if ($agent_vm_host_ok = 0) {\n  return 403;" in conf
+        and "if ($agent_vm_token_ok = 0) {\n  return 401;" in conf
+        and "include /run/agent-vm-agent/nginx-auth.conf;" in nginx["appendHttpConfig"]
+        # "Bearer " and 64 hex digits: more than nginx's default bucket.
+        and (nginx["mapHashBucketSize"] or 0) >= 128,
+        nginx,
+    )
+    auth = units.get("agent-vm-agent-auth")
+    c.check(
+        case,
+        "the maps are written from the token credential before nginx starts",
+        auth is not None
+        and auth["requiredBy"] == ["nginx.service"]
+        and "nginx.service" in auth["before"]
+        and auth["serviceConfig"]["Type"] == "oneshot"
+        and auth["serviceConfig"]["ImportCredential"] == [creds["agentToken"]]
+        and f"-g {nginx['group']} /run/agent-vm-agent" in auth["script"]
+        and nginx["group"] in r["groups"],
+        auth,
+    )
+    c.check(
+        case,
+        "the runner hands in the token and the accepted Host values",
+        f"name=opt/io.systemd.credentials/{creds['agentToken']}," in r["runnerExec"]
+        and "agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000" in r["runnerExec"],
+        r["runnerExec"][-1500:],
+    )
+    c.check(
+        case,
+        "agent port open in the firewall, the backend not",
+        a["port"] in r["firewallPorts"] and a["backendPort"] not in r["firewallPorts"],
+        r["firewallPorts"],
+    )
+
+
+RUN_BUNDLE = "/run/agent-vm/ca-certificates.crt"
+EGRESS_ENV = "/run/agent-vm/egress.env"
+TRUST_STORE = (
+    "ssl/certs/ca-certificates.crt",
+    "ssl/certs/ca-bundle.crt",
+    "pki/tls/certs/ca-bundle.crt",
+)
+
+
+def check_egress(c: Checker, case: str, r: dict[str, Any]) -> None:
+    """The guest's side of the egress proxy, the same in every network mode."""
+    units, creds = r["units"], r["credentialNames"]["egress"]
+    etc = r["etc"]
+    c.check(
+        case,
+        "egress: /etc's trust store is the bundle made at boot (over ca.nix's)",
+        all(etc.get(n) == RUN_BUNDLE for n in TRUST_STORE)
+        and etc["ssl/trust-source"].startswith("/nix/store/"),
+        etc,
+    )
+    unit = units.get("agent-vm-egress")
+    c.check(
+        case,
+        "egress: a oneshot imports the CA and environment before the agent, nix-daemon, sshd",
+        unit is not None
+        and unit["serviceConfig"]["Type"] == "oneshot"
+        and unit["serviceConfig"]["ImportCredential"] == [creds["ca"], creds["env"]]
+        and {"agent-vm-agent.service", "nix-daemon.service", "sshd.service"} <= set(unit["before"])
+        and "/etc/ssl/certs/ca-bundle.crt" in unit["script"]
+        and f"mv {RUN_BUNDLE}.tmp {RUN_BUNDLE}" in unit["script"],
+        unit,
+    )
+    agent, daemon = units.get("agent-vm-agent", {}), units.get("nix-daemon", {})
+    c.check(
+        case,
+        "egress: the proxy environment reaches login shells, the agent and nix-daemon",
+        f". {EGRESS_ENV}" in r["extraInit"]
+        and all(
+            f"-{EGRESS_ENV}" in as_list(u.get("serviceConfig", {}).get("EnvironmentFile"))
+            and "agent-vm-egress.service" in u.get("after", [])
+            for u in (agent, daemon)
+        ),
+        {"extraInit": r["extraInit"], "agent": agent, "nix-daemon": daemon},
     )
 
 
@@ -216,8 +332,54 @@ def check(c: Checker, case: str, r: Any, stderr: str) -> None:
             r,
         )
         return
+    if case == "workspace-env-file":
+        c.check(
+            case,
+            "an MCP environment file in the workspace is refused",
+            [m.split(" is ")[0] for m in r["failedAssertions"]]
+            == ["agent-vm.agent.environmentFile"],
+            r["failedAssertions"],
+        )
+        return
     check_guest(c, case, r)
     fs, user = r["fileSystems"], r["user"]
+    argv = shlex.split(r["runnerExec"])
+    network = argv[argv.index("-netdev") + 1]
+    if case == "network-allow":
+        egress = r["credentialNames"]["egress"]
+        c.check(
+            case,
+            "QEMU lets out only the proxy address, to the relay",
+            network.startswith("user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:3128-cmd:")
+            and "-socat/bin/socat FD:0,,shut-down UNIX-CONNECT:egress/proxy.sock," in network,
+            network,
+        )
+        c.check(
+            case,
+            "the proxy's CA and environment handed in as credentials",
+            all(
+                f"name=opt/io.systemd.credentials/{n}," in r["runnerExec"]
+                for n in (egress["ca"], egress["env"])
+            ),
+            r["runnerExec"][-800:],
+        )
+        text = r["runnerText"]
+        engine = "'/nix/store/00000000000000000000000000000000-agent-vm/bin/agent-vm-egress'"
+        c.check(
+            case,
+            "the runner starts the proxy before QEMU",
+            engine in text and text.index(engine) < text.index(r["runnerExec"]),
+            text[:600],
+        )
+    else:
+        c.check(
+            case,
+            "no proxy: neither guestfwd nor the egress credentials",
+            "guestfwd" not in network
+            and "restrict=on" not in network
+            and "egress" not in r["runnerExec"],
+            network,
+        )
     if case == "default-guest":
         c.check(
             case,
@@ -269,7 +431,8 @@ def check(c: Checker, case: str, r: Any, stderr: str) -> None:
         c.check(
             case,
             "the host's store shared read-only",
-            "'mount_tag=nix-store'" not in r["runnerExec"] and "readonly=on" in r["runnerExec"],
+            "'local,id=fs-nix-store,path=/nix/store,security_model=none,readonly=on'"
+            in r["runnerExec"],
             r["runnerExec"][:300],
         )
     elif case == "user-module":
@@ -304,8 +467,28 @@ def check(c: Checker, case: str, r: Any, stderr: str) -> None:
             case,
             "environment file optional",
             r["units"]["agent-vm-agent"]["serviceConfig"]["EnvironmentFile"]
-            == "-/src/.agent-vm.env",
+            == "-/run/secrets/agent-vm-mcp.env",
             r["units"]["agent-vm-agent"],
+        )
+        c.check(
+            case,
+            "its servers' user and backend port",
+            r["agent"] == {"user": "mcp", "port": 3000, "backendPort": 9000}
+            and r["users"]["mcp"]["group"] == "mcp"
+            and "mcp" in r["groups"],
+            {"agent": r["agent"], "users": r["users"]},
+        )
+        c.check(
+            case,
+            "egress off: nixpkgs' trust store, no proxy environment",
+            not r["egressEnabled"]
+            and "agent-vm-egress" not in r["units"]
+            and all(
+                r["etc"][n].endswith("-nss-cacert/etc/ssl/certs/ca-bundle.crt") for n in TRUST_STORE
+            )
+            and EGRESS_ENV not in r["extraInit"]
+            and "EnvironmentFile" not in r["units"].get("nix-daemon", {}).get("serviceConfig", {}),
+            {"etc": r["etc"], "extraInit": r["extraInit"]},
         )
         c.check(
             case,
@@ -330,6 +513,18 @@ def check(c: Checker, case: str, r: Any, stderr: str) -> None:
         )
 
 
+def check_same_guest(c: Checker, open_: Any, allow: Any) -> None:
+    """The guest system is the same in every network mode (what differs
+    arrives at boot), so switching a VM's mode rebuilds nothing."""
+    keys = ("fileSystems", "units", "users", "etc", "extraInit", "nginx", "agentVm")
+    c.check(
+        "network-allow",
+        "the same guest system as with --network open",
+        open_ is not None and allow is not None and all(open_[k] == allow[k] for k in keys),
+        [k for k in keys if open_ and allow and open_[k] != allow[k]],
+    )
+
+
 def main() -> int:
     if len(sys.argv) not in (2, 3) or not (Path(sys.argv[1]) / "default.nix").is_file():
         print(__doc__, file=sys.stderr)
@@ -352,9 +547,11 @@ def main() -> int:
     print(f"nixpkgs lib {version.stdout.strip() or version.stderr.strip()} at {lib_dir}")
     print(f"{nix.stdout.strip()}; modules of {root}")
     c = Checker()
+    results: dict[str, Any] = {}
     for case in CASES:
-        result, stderr = evaluate(lib_dir, root, case)
-        check(c, case, result, stderr)
+        results[case], stderr = evaluate(lib_dir, root, case)
+        check(c, case, results[case], stderr)
+    check_same_guest(c, results["default-guest"], results["network-allow"])
     print(f"{'all checks passed' if not c.failed else f'{c.failed} check(s) failed'}")
     return 1 if c.failed else 0
 

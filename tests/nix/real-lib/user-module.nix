@@ -10,6 +10,7 @@
     store.writable = false;
     network.outbound = "none";
     console.autologin = false;
+    egress.enable = false;
     agent = {
       enable = true;
       package = pkgs.mcp-proxy;
@@ -20,7 +21,9 @@
         args = [ "server.js" ];
         env.LOG_LEVEL = "info";
       };
-      environmentFile = "/src/.agent-vm.env";
+      backendPort = 9000;
+      user = "mcp";
+      environmentFile = "/run/secrets/agent-vm-mcp.env";
       path = [
         pkgs.git
         pkgs.nodejs
