@@ -2,7 +2,10 @@
 out of the agent's reach (issue 9, items 6 and 7). One VM serves every
 assertion: the agent port without the token, with a wrong Host, with the
 token (MCP tools answer through mcp-proxy); the token file against another
-host user; the MCP secrets against the guest user."""
+host user; the MCP secrets against the guest user. The same VM (its state
+dir named with a space and a comma, for QEMU's option escaping) then
+shows what every VM must: forwards on loopback only, private state, no
+key in the Nix store, the SSH host key from a credential and pinned."""
 
 from __future__ import annotations
 
@@ -79,9 +82,84 @@ if sudo -n true 2>/dev/null; then echo "HAS SUDO"; fi
 """
 
 
+def listeners() -> dict[int, str]:
+    """Listening TCP ports -> local address, from /proc/net/tcp (IPv4)."""
+    out = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, st = fields[1], fields[3]
+        if st != "0A":  # LISTEN
+            continue
+        addr_hex, port_hex = local.split(":")
+        octets = [str(int(addr_hex[i : i + 2], 16)) for i in (6, 4, 2, 0)]
+        out[int(port_hex, 16)] = ".".join(octets)
+    return out
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.lstat().st_mode)
+
+
+def _ports_keys_and_host_key(
+    cli: Cli,
+    repo: Path,
+    vm: dict,  # type: ignore[type-arg]
+    vm_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """On the running VM: loopback-only forwards, private state, no key in
+    the store, the host key from a credential, and the pinned host key
+    enforced (ends with the VM stopped)."""
+    # Forwards listen on 127.0.0.1 only.
+    ls = listeners()
+    assert ls.get(vm["ssh_port"]) == "127.0.0.1"
+    assert ls.get(vm["agent_port"]) == "127.0.0.1"
+
+    # Private state: dirs 0700, keys 0600, sockets and logs not for others.
+    assert mode(cli.state_dir) == 0o700
+    assert mode(vm_dir) == 0o700 and mode(vm_dir / "ssh") == 0o700
+    for key in ("id_ed25519", "ssh_host_ed25519_key"):
+        assert mode(vm_dir / "ssh" / key) == 0o600
+    for f in ("qmp.sock", "console.sock", "serial.log", "runtime.json", "vm.json"):
+        assert mode(vm_dir / f) & 0o077 == 0, f
+
+    # Nothing secret in the Nix store: not the runner, not its .drv, nothing.
+    secrets = [
+        "".join((vm_dir / "ssh" / key).read_text().splitlines()[1:-1])
+        for key in ("id_ed25519", "ssh_host_ed25519_key")
+    ]
+    for f in store_files((vm_dir / "runner").resolve()):
+        data = f.read_bytes().decode("latin-1")
+        for s in secrets:
+            assert s[:40] not in data, f"private key material in {f}"
+    # The host key reached the guest through a credential, not the store.
+    guest_pub = cli("shell", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub", cwd=repo).stdout
+    assert (
+        guest_pub.split()[1] == (vm_dir / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    )
+
+    # The pinned host key is enforced: a VM answering with another key is refused.
+    known = vm_dir / "ssh" / "known_hosts"
+    good = known.read_text()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True
+    )
+    other = (tmp_path / "other.pub").read_text().split()
+    known.write_text(f"{good.split()[0]} {other[0]} {other[1]}\n")
+    r = cli("shell", "--", "true", cwd=repo, check=False)
+    assert r.returncode != 0 and "Host key verification failed" in r.stderr
+    assert cli("status", "--json", cwd=repo).json()["ssh_reachable"] is False
+    cli("stop", cwd=repo)
+    r = cli("start", cwd=repo, check=False)
+    assert r.returncode == 15 and "not its own" in r.stderr, r.stderr
+    known.write_text(good)
+
+
 def test_only_the_owner_reaches_the_agent_and_secrets_stay_with_the_servers(
     cli: Cli, tmp_path: Path, unprivileged: Unprivileged
 ) -> None:
+    # A state dir with a space and a comma: QEMU option escaping is exercised.
+    cli.state_dir = tmp_path / "st ate,x"
     repo = make_repo(tmp_path / "repo")
     secret = secrets.token_hex(16)
     env_file = tmp_path / "mcp.env"
@@ -164,4 +242,5 @@ def test_only_the_owner_reaches_the_agent_and_secrets_stay_with_the_servers(
     mcp_procs, me = rest.split("--- self\n", 1)
     assert "mcp_proxy" in mcp_procs and me.strip() == "dev"  # "HAS SUDO" would follow
 
+    _ports_keys_and_host_key(cli, repo, st, vm_dir, tmp_path)
     cli("destroy", "--force", cwd=repo)
