@@ -6,6 +6,8 @@ import contextlib
 import http.client
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -234,3 +236,27 @@ def jsonrpc_result(text: str) -> dict:  # type: ignore[type-arg]
         return json.loads(text)  # type: ignore[no-any-return]
     data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
     return json.loads(data[-1])  # type: ignore[no-any-return]
+
+
+def run_on_tty(cli: Cli, *args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run the CLI with stdin/stdout/stderr on a pseudo-terminal."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        cli.argv(*args), cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            proc.kill()
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=60), out.decode(errors="replace")

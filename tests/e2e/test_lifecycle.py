@@ -22,6 +22,7 @@ from harness import (
     git,
     make_repo,
     outbound_probe,
+    run_on_tty,
 )
 
 
@@ -86,7 +87,7 @@ def test_full_lifecycle(cli: Cli, repo: Path) -> None:
 
     started = cli("start", cwd=repo)
     assert "is running" in started.stdout
-    # Not on a terminal: no live progress line (test_output checks the TTY).
+    # Not on a terminal: no live progress line (the restart below is on one).
     assert "\r" not in started.stderr and "guest booting" not in started.stderr
 
     st = status(cli, repo)
@@ -147,7 +148,10 @@ def test_full_lifecycle(cli: Cli, repo: Path) -> None:
     # The next boot without a network (the same probe must now fail), on a
     # larger disk.
     cli("update", "--network", "none", "--disk-size", "3072", cwd=repo)
-    cli("restart", cwd=repo)
+    # On a terminal, with the live progress line (the first start had none).
+    code, out = run_on_tty(cli, "restart", cwd=repo, env=dict(os.environ) | cli.env)
+    assert code == 0, out
+    assert "[2/3] guest booting, waiting for SSH … " in out and "is running" in out, out
     st = status(cli, repo)
     assert st["state"] == "running" and st["pid"] != pid
     assert virtual_size(vm_dir / "disk.qcow2") == 3072 << 20

@@ -5,41 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import subprocess
 from pathlib import Path
 
 import jsonschema
-from harness import Cli, git
+from harness import Cli, git, run_on_tty
 
 # SGR sequences (colour); erasing a progress line is not colour.
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def run_on_tty(cli: Cli, *args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    """Run the CLI with stdin/stdout/stderr on a pseudo-terminal."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        cli.argv(*args), cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave
-    )
-    os.close(slave)
-    out = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 60)
-        if not ready:
-            proc.kill()
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    return proc.wait(timeout=60), out.decode(errors="replace")
 
 
 def test_colour_only_on_a_tty_and_never_with_no_color(cli: Cli, repo: Path) -> None:
@@ -66,16 +40,6 @@ def test_colour_only_on_a_tty_and_never_with_no_color(cli: Cli, repo: Path) -> N
     code, out = run_on_tty(cli, "--no-color", *args, cwd=repo, env=env)
     assert code == 0 and "created VM" in out and not COLOUR.search(out), out
     cli("destroy", "--force", cwd=repo)
-
-
-def test_progress_on_a_tty_shows_the_readiness_stage(cli: Cli, repo: Path) -> None:
-    env = dict(os.environ) | cli.env
-    code, out = run_on_tty(cli, "up", cwd=repo, env=env)
-    assert code == 0, out
-    assert "[2/3] guest booting, waiting for SSH … " in out, out
-    assert "is running" in out
-    # (Off a terminal there is no live line: test_full_lifecycle.)
-    cli("destroy", cwd=repo)
 
 
 def schema(cli: Cli, repo: Path, kind: str) -> dict:  # type: ignore[type-arg]
