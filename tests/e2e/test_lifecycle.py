@@ -22,6 +22,7 @@ from harness import (
     git,
     make_repo,
     outbound_probe,
+    processes_under,
     run_on_tty,
 )
 
@@ -233,7 +234,17 @@ def test_two_repositories_with_the_same_branch(cli: Cli, repo: Path, tmp_path: P
     assert status(cli, other)["state"] == "running"
     assert cli("shell", "--", "true", cwd=other).returncode == 0
 
+    # A stop takes the VM's egress proxy (--network allow, the default)
+    # away with its QEMU.
+    engine = cli.state_dir / "vms" / b["name"] / "egress" / "engine.json"
+    engine_pid = json.loads(engine.read_text())["pid"]
+    assert Path(f"/proc/{engine_pid}").exists()
     cli("stop", cwd=other)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{engine_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{engine_pid}").exists()
+    assert processes_under(cli.state_dir) == []
     cli("destroy", cwd=repo)
     cli("destroy", b["name"], cwd=tmp_path)
 
