@@ -281,7 +281,14 @@ def wait_running(cli: Cli, repo: Path, proc: subprocess.Popen[str]) -> dict:  # 
 def test_foreground_start_supervises_the_vm(cli: Cli, repo: Path, tmp_path: Path) -> None:
     """`up --foreground` is what the NixOS host module's Type=notify units
     run; `start --foreground` is the same supervision."""
-    cli("create", cwd=repo)
+    name = cli("create", "--json", cwd=repo).json()["name"]
+    # The first start takes the KVM path (test_kvm.py shows KVM hangs here):
+    # a probe answer cached from before KVM broke sends it to KVM, and its
+    # silent console makes it start again under TCG by itself.
+    cli.env["AGENT_VM_ACCEL"] = "auto"
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    probe_cache = cli.state_dir / "kvm-probe.json"
+    probe_cache.write_text(json.dumps({"boot_id": boot_id, "usable": True, "detail": "before"}))
     env = dict(os.environ) | cli.env
 
     def supervised(*verb: str, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -296,11 +303,25 @@ def test_foreground_start_supervises_the_vm(cli: Cli, repo: Path, tmp_path: Path
 
     # QEMU dying behind its back: the supervisor fails (systemd restarts it).
     proc = supervised("start")
-    pid = wait_running(cli, repo, proc)["pid"]
+    st = wait_running(cli, repo, proc)
+    pid = st["pid"]
+    assert st["agent_reachable"] is True
+    vm = cli.state_dir / "vms" / name
+    events = [json.loads(x) for x in (vm / "events.log").read_text().splitlines()]
+    fallback = [e for e in events if e["kind"] == "accel.fallback"]
+    assert [e["message"] for e in fallback] == [
+        "no console output under KVM for 10s: KVM cannot run this guest here; "
+        "starting again under TCG"
+    ], events
+    cache = json.loads(probe_cache.read_text())
+    assert cache["usable"] is False and "printed nothing" in cache["detail"]
+    # The runner ran twice (-accel kvm, then -accel tcg); one boot's log.
+    assert (vm / "serial.log").read_text(errors="replace").count("Linux version") == 1
     os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 15, err
     assert "QEMU exited" in err
+    assert "starting again under TCG" in err  # a warning the user sees
     assert status(cli, repo)["state"] == "failed"
 
     # The unit's restart: `up` recovers the failed VM (a new QEMU that works)
