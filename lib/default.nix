@@ -30,6 +30,8 @@ in
     forwards
     shares
     credentials
+    guestAgentChannel
+    workspaceMode
     ;
   inherit (runner) runnerScript;
   egress = {

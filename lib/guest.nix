@@ -21,6 +21,7 @@
     };
     workspace = {
       inherit (params) share;
+      mode = params.workspaceMode or "share";
       inherit (params.workspace) tag;
       mountPoint = params.workspace.mountPoint or "/workspace";
     };

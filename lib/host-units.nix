@@ -11,9 +11,9 @@
 
     `vm` is a `services.agent-vm.vms.<name>` value: `{ branch, hostAddress,
     sshPort, agentPort, memory, cores, diskSize, network, allow ? [ ],
-    ephemeral, config, mcpEnvironmentFile ? null }` (`config` a path or
-    null; `mcpEnvironmentFile` a string, read by the CLI when the unit
-    starts).
+    ephemeral, workspaceMode, config, mcpEnvironmentFile ? null }`
+    (`config` a path or null; `mcpEnvironmentFile` a string, read by the
+    CLI when the unit starts).
   */
   upArgs =
     {
@@ -47,6 +47,8 @@
       "--network"
       vm.network
       (if vm.ephemeral then "--ephemeral" else "--no-ephemeral")
+      "--workspace-mode"
+      (vm.workspaceMode or "share")
     ]
     ++ (
       if vm.network != "allow" then

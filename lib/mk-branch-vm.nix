@@ -33,8 +33,8 @@ let
   valid = runnerLib.validateParams params;
   userModule = valid.userModule or null;
 
-  # What the CLI sets in the guest. The user's ids, the share type and its
-  # tag must match what the runner gives QEMU, so their options are internal
+  # What the CLI sets in the guest. The user's ids, the share type, the
+  # workspace mode and the share's tag must match what the runner gives QEMU, so their options are internal
   # and a --config module that sets one fails with a conflict naming this
   # file. The mount point is the user's to change: a default.
   settings = runnerLib.guestSettings valid;
@@ -44,7 +44,7 @@ let
     agent-vm = {
       inherit (settings) user;
       workspace = {
-        inherit (settings.workspace) share tag;
+        inherit (settings.workspace) share mode tag;
         mountPoint = nixpkgs.lib.mkDefault settings.workspace.mountPoint;
       };
     };

@@ -81,6 +81,14 @@ let
       msg = "share must be \"9p\" or \"virtiofs\"";
     }
     {
+      # Optional: files from before the setting mean "share".
+      ok = builtins.elem (p.workspaceMode or "share") [
+        "share"
+        "disk"
+      ];
+      msg = "workspaceMode must be \"share\" or \"disk\"";
+    }
+    {
       ok = builtins.isInt p.memoryMiB && p.memoryMiB >= 128 && builtins.isInt p.cores && p.cores >= 1;
       msg = "memoryMiB >= 128 and cores >= 1 required";
     }

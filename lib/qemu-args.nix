@@ -83,9 +83,11 @@ let
       console = "ttyAMA0";
     };
   };
+  # The virtio-serial port name the QEMU guest agent opens in the guest.
+  guestAgentChannel = "org.qemu.guest_agent.0";
 in
 rec {
-  inherit virtiofsSocket credentials;
+  inherit virtiofsSocket credentials guestAgentChannel;
 
   /**
     Paths of the files the runner and the CLI share inside the VM's state
@@ -99,6 +101,9 @@ rec {
   */
   statePaths = stateDir: {
     disk = "${stateDir}/disk.qcow2";
+    workspaceDisk = "${stateDir}/workspace.qcow2";
+    memoryFile = "${stateDir}/memory.ram";
+    guestAgentSocket = "qga.sock";
     pidFile = "${stateDir}/qemu.pid";
     qmpSocket = "qmp.sock";
     consoleSocket = "console.sock";
@@ -122,21 +127,35 @@ rec {
   ];
 
   /**
-    The directories shared into the guest: the workspace, and the host's
-    Nix store (read-only) when the guest asks for it instead of a store
-    image (`guest.hostStore`).
+    Where the workspace lives: `share` (a host directory shared into the
+    guest) or `disk` (a disk of the VM's own, made by the CLI at create).
+    Parameters files from before the setting existed mean `share`.
+
+    Type: workspaceMode :: attrset -> string
+  */
+  workspaceMode = params: params.workspaceMode or "share";
+
+  /**
+    The directories shared into the guest: the workspace (unless it is a
+    disk of its own), and the host's Nix store (read-only) when the guest
+    asks for it instead of a store image (`guest.hostStore`).
 
     Type: shares :: { params, guest } -> [{ tag, hostPath, readOnly, securityModel }]
   */
   shares =
     { params, guest }:
-    [
-      {
-        inherit (params.workspace) tag hostPath;
-        readOnly = false;
-        securityModel = params.workspace.securityModel or "none";
-      }
-    ]
+    (
+      if workspaceMode params == "share" then
+        [
+          {
+            inherit (params.workspace) tag hostPath;
+            readOnly = false;
+            securityModel = params.workspace.securityModel or "none";
+          }
+        ]
+      else
+        [ ]
+    )
     ++ (
       if guest.hostStore or false then
         [
@@ -243,15 +262,7 @@ rec {
       "-display"
       "none"
       "-machine"
-      (qemuOpts arch.machine (
-        arch.machineOpts
-        ++ (
-          if virtiofs then
-            [ (opt "memory-backend" "mem") ]
-          else
-            [ ]
-        )
-      ))
+      (qemuOpts arch.machine (arch.machineOpts ++ [ (opt "memory-backend" "mem") ]))
       "-cpu"
       "max"
       "-m"
@@ -323,14 +334,56 @@ rec {
       "virtio-blk-pci,drive=disk,serial=agent-vm-disk"
     ]
     ++ (
-      if virtiofs then
+      if workspaceMode params == "disk" then
         [
-          "-object"
-          "memory-backend-memfd,id=mem,size=${toString params.memoryMiB}M,share=on"
+          "-drive"
+          (qemuOpts "" [
+            (opt "id" "workspace")
+            (opt "file" p.workspaceDisk)
+            (opt "if" "none")
+            (opt "format" "qcow2")
+            (opt "discard" "unmap")
+          ])
+          "-device"
+          "virtio-blk-pci,drive=workspace,serial=agent-vm-workspace"
         ]
       else
         [ ]
     )
+    # The QEMU guest agent's channel: after a resume the CLI sets the
+    # guest's clock through it (the guest's clock stood still while the VM
+    # was saved). Present at every boot: a saved VM resumes only into the
+    # same devices.
+    ++ [
+      "-chardev"
+      (qemuOpts "socket" [
+        (opt "id" "qga")
+        (opt "path" p.guestAgentSocket)
+        (opt "server" "on")
+        (opt "wait" "off")
+      ])
+      "-device"
+      "virtio-serial-pci,id=serial0"
+      "-device"
+      (qemuOpts "virtserialport" [
+        (opt "chardev" "qga")
+        (opt "name" guestAgentChannel)
+      ])
+    ]
+    # The guest's RAM is a shared mapping of a file in the VM dir: a suspend
+    # then saves only device state (migration capability x-ignore-shared)
+    # and a resume maps the same file again, in a fraction of a second
+    # whatever the guest's memory in use (docs/benchmarks.md). Shared
+    # memory is also what vhost-user (virtiofsd) needs.
+    ++ [
+      "-object"
+      (qemuOpts "memory-backend-file" [
+        (opt "id" "mem")
+        (opt "size" "${toString params.memoryMiB}M")
+        (opt "mem-path" p.memoryFile)
+        (opt "share" "on")
+      ])
+    ]
     ++ builtins.concatMap (share: if virtiofs then virtiofsDevice share else ninePDevice share) (shares {
       inherit params guest;
     })

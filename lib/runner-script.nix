@@ -130,6 +130,7 @@ in
       sockets = [
         p.qmpSocket
         p.consoleSocket
+        p.guestAgentSocket
         p.pidFile
       ]
       ++ map (s: qemuArgs.virtiofsSocket s.tag) shares;
@@ -145,6 +146,26 @@ in
       # QEMU's and virtiofsd's sockets are relative to the state directory.
       cd ${escapeShellArg params.stateDir}
       disk=${escapeShellArg p.disk}
+      incoming="''${AGENT_VM_INCOMING:-}"
+      case "$incoming" in
+        "" | defer) ;;
+        *) echo "run-agent-vm: AGENT_VM_INCOMING must be empty or defer, not '$incoming'" >&2; exit 2 ;;
+      esac
+      if [ -n "$incoming" ] && [ ! -e "$disk" ]; then
+        # A saved VM resumes only onto the disk it was saved with.
+        echo "run-agent-vm: cannot resume: $disk is missing" >&2
+        exit 1
+      fi
+      ${
+        if qemuArgs.workspaceMode params == "disk" then
+          ''
+            if [ ! -e ${escapeShellArg p.workspaceDisk} ]; then
+              echo "run-agent-vm: the workspace disk "${escapeShellArg p.workspaceDisk}" is missing (agent-vm create makes it)" >&2
+              exit 1
+            fi''
+        else
+          ""
+      }
       if [ ! -e "$disk" ]; then
         rm -f "$disk.tmp" "$disk.raw"
         ${builtins.concatStringsSep "\n  " (createDisk { inherit params guest qemuImg mkfsExt4; })}
@@ -165,6 +186,9 @@ in
       fi
       # A QEMU that was killed leaves its sockets and pidfile behind.
       rm -f ${escapeShellArgs sockets}
+      # The guest's RAM file: a boot starts from a fresh one (no stale
+      # memory, sparse again); a resume needs the one it was saved with.
+      [ -n "$incoming" ] || rm -f ${escapeShellArg p.memoryFile}
 
       accel="''${AGENT_VM_ACCEL:-auto}"
       case "$accel" in
@@ -178,6 +202,10 @@ in
         tcg) set -- -accel tcg ;;
         *) echo "run-agent-vm: AGENT_VM_ACCEL must be auto, kvm or tcg, not '$accel'" >&2; exit 2 ;;
       esac
+      # A resume: QEMU starts paused and waits for the CLI to load the saved
+      # state over QMP (migrate-incoming), after setting the capabilities
+      # the state was saved with.
+      [ -z "$incoming" ] || set -- "$@" -incoming defer
     ''
     + startEngine
     + (

@@ -99,7 +99,16 @@ let
         ] else [ ]);
       };
 
-  workspaceFs = sharedFs { inherit (cfg.workspace) tag share; };
+  workspaceFs =
+    if cfg.workspace.mode == "disk" then
+      {
+        # Made and filled by the CLI at create (ext4, the branch's clone).
+        device = "/dev/disk/by-id/virtio-agent-vm-workspace";
+        fsType = "ext4";
+        options = [ "noatime" ];
+      }
+    else
+      sharedFs { inherit (cfg.workspace) tag share; };
 
   idType = types.ints.between 1 4294967294;
 in
@@ -169,6 +178,22 @@ in
           nothing but QEMU.
         '';
       };
+      mode = mkOption {
+        type = types.enum [
+          "share"
+          "disk"
+        ];
+        default = "share";
+        example = "disk";
+        internal = true; # the runner's QEMU devices must match it
+        description = ''
+          Where the workspace lives, as the CLI's `--workspace-mode` says:
+          `share`, a host directory shared in (see `share`); `disk`, an
+          ext4 disk of the VM's own (serial `agent-vm-workspace`), filled
+          with the branch's clone when the VM was made. Work leaves a disk
+          workspace only through `agent-vm diff`/`pull`.
+        '';
+      };
       mountPoint = mkOption {
         type = types.strMatching "/.+";
         default = "/workspace";
@@ -228,6 +253,18 @@ in
       '';
     };
 
+    resume.setClock = mkOption {
+      type = types.bool;
+      default = true;
+      example = false;
+      description = ''
+        Whether to run the QEMU guest agent, through which the CLI steps
+        the guest's clock to the host's right after `agent-vm resume` (the
+        clock stood still while the VM was suspended). Without it a resumed
+        guest's clock is behind by the time it was suspended.
+      '';
+    };
+
     console.autologin = mkOption {
       type = types.bool;
       default = true;
@@ -279,6 +316,9 @@ in
       boot.kernelParams = [ "8250.nr_uarts=1" ];
       system.switch.enable = mkDefault false; # the VM is rebuilt, never switched
       services.timesyncd.enable = mkDefault false; # the clock comes from QEMU
+      # The channel is lib/qemu-args.nix's virtserialport; the CLI sends
+      # guest-set-time after a resume (python/agent_vm/guestclock.py).
+      services.qemuGuest.enable = mkDefault cfg.resume.setClock;
 
       fileSystems = {
         "/" = {

@@ -133,6 +133,21 @@ let
         example = true;
         description = "Whether to throw the guest disk away at every stop.";
       };
+      workspaceMode = mkOption {
+        type = types.enum [
+          "share"
+          "disk"
+        ];
+        default = "share";
+        example = "disk";
+        description = ''
+          Where the branch's workspace lives: `share`, a directory in the
+          state dir shared into the guest (live files on the host); `disk`,
+          a disk of the VM's own, filled once with the branch's clone (no
+          shared directory; work leaves it through `agent-vm diff`/`pull`;
+          the VM can be suspended). Applies when the VM is made.
+        '';
+      };
       config = mkOption {
         type = types.nullOr types.path;
         default = null;

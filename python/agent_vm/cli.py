@@ -297,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     _port_args(p, update=True)
     _allow_args(p, update=True)
     _mcp_env(p)
+    p = sub.add_parser(
+        "suspend", help="save the running VM (memory, devices) beside its disk and stop QEMU"
+    )
+    _target(p)
+    p = sub.add_parser("resume", help="continue a suspended VM where it was")
+    _target(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("reset", help="delete the VM's disk, keep config and workspace")
     _target(p)
     p = sub.add_parser("destroy", help="stop the VM and delete it and its workspace")

@@ -276,6 +276,27 @@ def cmd_update(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suspend(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
+    vm = targets.resolve(ctx, a.target)
+    snap = lifecycle.suspend(ctx, vm)
+    print(
+        f"suspended VM {vm.name}: {snap.size_bytes / 2**20:.0f} MiB saved in "
+        f"{snap.suspend_seconds:.1f}s ('agent-vm resume' continues it)"
+    )
+    return 0
+
+
+def cmd_resume(ctx: Context, a: argparse.Namespace) -> int:
+    from . import lifecycle
+
+    vm = targets.resolve(ctx, a.target)
+    cfg, _ = lifecycle.resume(ctx, vm)
+    _report_started(ctx, vm, cfg, a.json)
+    return 0
+
+
 def cmd_reset(ctx: Context, a: argparse.Namespace) -> int:
     from . import lifecycle
 
@@ -543,6 +564,8 @@ COMMANDS = {
     "restart": cmd_restart,
     "update": cmd_update,
     "reset": cmd_reset,
+    "suspend": cmd_suspend,
+    "resume": cmd_resume,
     "destroy": cmd_destroy,
     "status": cmd_status,
     "mcp-config": cmd_mcp_config,

@@ -121,6 +121,22 @@ class FlakeNotFound(AgentVmError):
     kind = "flake-not-found"
 
 
+class SnapshotStale(AgentVmError):
+    """A suspended VM's snapshot no longer matches its disks or runner: it
+    is refused, never restored."""
+
+    exit_code = 20
+    kind = "snapshot-stale"
+
+
+class SuspendRefused(AgentVmError):
+    """QEMU cannot save this VM (a mounted 9p share, a virtiofsd without
+    migration support) or the save failed; the VM runs on."""
+
+    exit_code = 21
+    kind = "suspend-refused"
+
+
 class NoSpace(AgentVmError):
     """The file system holding the state directory is full (or the user's
     quota is used up); the message names it."""
@@ -158,5 +174,7 @@ ALL_ERRORS: tuple[type[AgentVmError], ...] = (
     CommandFailed,
     HostNotReady,
     FlakeNotFound,
+    SnapshotStale,
+    SuspendRefused,
     NoSpace,
 )

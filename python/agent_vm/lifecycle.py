@@ -37,10 +37,13 @@ from . import (
     procs,
     qmp,
     readiness,
+    snapshot,
     state,
     store,
+    suspension,
     tools,
     unsaved,
+    workspace_disk,
 )
 from .context import Context
 from .egress import process as egress_process
@@ -66,10 +69,12 @@ from .models import (
     SSH_PORT_START,
     Network,
     Runtime,
+    Snapshot,
     StageTiming,
     VmConfig,
     VmSettings,
     VmState,
+    WorkspaceMode,
 )
 from .names import vm_name
 from .paths import VmPaths
@@ -148,6 +153,13 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
     )
     allow = list(DEFAULT_ALLOW) if opts.allow is None else opts.allow
     allow = egress_setup.check_patterns(allow, "--allow")
+    disk_mode = settings.workspace_mode == WorkspaceMode.DISK
+    if opts.workspace is not None and disk_mode:
+        raise InvalidInput(
+            f"--workspace shares a directory; {VmSettings.flag('workspace_mode')} disk "
+            "puts the workspace on a disk of the VM's own",
+            hint="give one or the other",
+        )
     repo = gitops.repo_root(ctx.cwd)
     checkout = gitops.resolve(repo, opts.branch)
     name = vm_name(str(repo), checkout.branch)
@@ -177,6 +189,14 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
             emit(EventKind.SSH_KEY_GENERATED, "generated SSH client and host keys", vm=name)
             if shared is not None:
                 workspace, owned = shared, False
+            elif disk_mode:
+                workspace_disk.make(checkout, tmp.workspace_disk, settings.disk_size_mib)
+                workspace, owned = vm.workspace_disk, True
+                emit(
+                    EventKind.WORKSPACE_CLONED,
+                    f"workspace disk made from {repo} at {checkout.commit[:12]}",
+                    vm=name,
+                )
             else:
                 gitops.make_workspace(checkout, tmp.workspace)
                 gitops.report_left_out(checkout, name)
@@ -244,7 +264,9 @@ def _force_remove(func: object, path: str, exc_info: object) -> None:
 
 
 def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
-    for p in (*vm.sockets, vm.pidfile):
+    # The RAM file of a QEMU that is gone holds no snapshot here: a
+    # suspended VM never comes through this path.
+    for p in (*vm.sockets, vm.pidfile, vm.memory_file):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     if cfg is not None and cfg.ephemeral:
@@ -264,6 +286,12 @@ def start(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
             raise AlreadyRunning(
                 f"VM {vm.name} is already {rt.state.value}", hint="'agent-vm restart' to restart it"
             )
+        if rt.state == VmState.SUSPENDED:
+            return cfg, _resume_locked(ctx, vm, cfg, rt)
+        if snapshot.exists(vm):
+            # Left by a resume or suspend that did not finish: never restored
+            # into a VM whose record says otherwise.
+            _discard_snapshot(vm, f"the VM is {rt.state.value}, not suspended")
         if rt.state != VmState.STOPPED:
             # A crash, or an agent-vm killed while starting or stopping (we
             # hold the lock it held), left this behind: recover.
@@ -327,7 +355,7 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
     store.save(vm.runtime, rt)
     emit(EventKind.BUILD_COMPLETED, f"built {runner.resolve()}", vm=vm.name)
     mapping = ownership.for_host_user()
-    if mapping.needs_tagging:
+    if mapping.needs_tagging and cfg.workspace_mode == WorkspaceMode.SHARE:
         ownership.tag_tree(Path(cfg.workspace), mapping)
     _cleanup_runtime_files(vm, cfg)
 
@@ -422,6 +450,13 @@ def _stop_locked(vm: VmPaths, cfg: VmConfig | None, rt: Runtime, t: StopTimeouts
     if rt.state == VmState.STOPPED:
         _cleanup_runtime_files(vm, cfg)
         raise NotRunning(f"VM {vm.name} is not running")
+    if rt.state == VmState.SUSPENDED:
+        _discard_snapshot(vm, "stopped")
+        _cleanup_runtime_files(vm, cfg)
+        rt = state.stopped(rt, vm.name)
+        store.save(vm.runtime, rt)
+        emit(EventKind.VM_STOPPED, f"VM {vm.name} stopped", severity=Severity.NOTICE, vm=vm.name)
+        return rt
     if not state.alive(rt, vm.dir):
         was = rt.state
         _cleanup_runtime_files(vm, cfg)
@@ -525,6 +560,21 @@ def update(ctx: Context, vm: VmPaths, ch: Changes) -> tuple[VmConfig, bool]:
             )
         new_ssh = _new_pin(ch.ssh_port, cfg.ssh_port, cfg.ssh_port_pinned)
         new_agent = _new_pin(ch.port, cfg.agent_port, cfg.agent_port_pinned)
+        if rt.state == VmState.SUSPENDED and (upd or new_ssh or new_agent):
+            changed = [*upd, *(["ssh_port"] if new_ssh else []), *(["port"] if new_agent else [])]
+            raise InvalidInput(
+                f"VM {vm.name} is suspended: its saved state belongs to its current settings "
+                f"({', '.join(changed)} would change)",
+                hint="'agent-vm resume' it, or 'agent-vm stop' to discard the snapshot; "
+                "then update",
+            )
+        if "workspace_mode" in upd:
+            raise InvalidInput(
+                f"VM {vm.name}'s workspace is a {cfg.workspace_mode.value}: the workspace mode "
+                "is chosen when a VM is made",
+                hint="bring your work out ('agent-vm pull'), destroy the VM and create it "
+                f"with {VmSettings.flag('workspace_mode')} {upd['workspace_mode']}",
+            )
         running = state.alive(rt, vm.dir)
         if new_ssh is not None or new_agent is not None:
             with ctx.ports_lock():
@@ -580,6 +630,10 @@ def reset(ctx: Context, vm: VmPaths) -> bool:
         rt = store.load_runtime(vm)
         if state.alive(rt, vm.dir):
             raise AlreadyRunning(f"VM {vm.name} is running", hint="stop it first")
+        if rt.state == VmState.SUSPENDED:
+            # The snapshot's memory belongs to the disk being deleted.
+            _discard_snapshot(vm, "its disk is reset")
+            store.save(vm.runtime, state.stopped(rt, vm.name))
         existed = vm.disk.exists()
         with contextlib.suppress(FileNotFoundError):
             vm.disk.unlink()
@@ -590,3 +644,68 @@ def reset(ctx: Context, vm: VmPaths) -> bool:
             vm=vm.name,
         )
         return existed
+
+
+def _discard_snapshot(vm: VmPaths, why: str) -> None:
+    if snapshot.discard(vm):
+        emit(
+            EventKind.SNAPSHOT_DISCARDED,
+            f"discarded VM {vm.name}'s snapshot ({why})",
+            severity=Severity.NOTICE,
+            vm=vm.name,
+        )
+
+
+def suspend(ctx: Context, vm: VmPaths) -> Snapshot:
+    """Save the running VM (memory, devices) beside its disks and stop QEMU."""
+    with ctx.lock(vm.name):
+        _attach(ctx, vm.name)
+        cfg = store.load_config(vm)
+        rt = store.load_runtime(vm)
+        if rt.state == VmState.SUSPENDED:
+            raise NotRunning(f"VM {vm.name} is already suspended")
+        if rt.state != VmState.RUNNING or not state.alive(rt, vm.dir):
+            current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
+            raise NotRunning(f"VM {vm.name} is {current.value}, not running")
+        _, snap = suspension.save(vm, cfg, rt)
+        return snap
+
+
+def resume(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
+    """Continue a suspended VM where it was (start does the same for one)."""
+    with ctx.lock(vm.name):
+        _attach(ctx, vm.name)
+        cfg = store.load_config(vm)
+        rt = store.load_runtime(vm)
+        if rt.state != VmState.SUSPENDED:
+            current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
+            raise NotRunning(
+                f"VM {vm.name} is {current.value}, not suspended",
+                hint="'agent-vm start' boots it",
+            )
+        return cfg, _resume_locked(ctx, vm, cfg, rt)
+
+
+def _resume_locked(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
+    snap = snapshot.load(vm)
+    snapshot.check(vm, snap)
+    try:
+        rt = suspension.restore(vm, cfg, rt, snap, ctx.timeout)
+    except BaseException as exc:
+        current = store.load_runtime(vm)
+        if current.state == VmState.STARTING:
+            # The guest had been continued: its snapshot is gone, and it
+            # failed like a boot.
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            store.save(vm.runtime, state.failed(current, vm.name, reason))
+        raise
+    store.save(vm.runtime, rt)
+    total = sum(s.seconds for s in rt.stages)
+    emit(
+        EventKind.VM_STARTED,
+        f"VM {vm.name} resumed and ready ({total:.1f}s)",
+        severity=Severity.NOTICE,
+        vm=vm.name,
+        stages=[s.model_dump() for s in rt.stages],
+    )
+    return rt

@@ -9,6 +9,8 @@
 * `EgressConfig` -> `<vm>/egress/config.json` what the egress proxy enforces
 * `EngineRuntime` -> `<vm>/egress/engine.json` the running proxy's pid
 * `NetworkDecision` -> `<vm>/egress/network.log` one JSON line per decision
+* `Snapshot`  -> `<vm>/snapshot.json` what a suspended VM's saved state
+                                     belongs to (suspend/resume)
 """
 
 from __future__ import annotations
@@ -48,12 +50,24 @@ class Network(StrEnum):
     ALLOW = "allow"
 
 
+class WorkspaceMode(StrEnum):
+    # A host directory shared into the guest (9p or virtiofs).
+    SHARE = "share"
+    # A virtio disk of the VM's own, filled once at create; work leaves it
+    # only as a git bundle the host verifies (diff/pull).
+    DISK = "disk"
+
+
 class VmState(StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
     FAILED = "failed"
+    # Saving the whole VM to its snapshot file; then SUSPENDED: QEMU gone,
+    # the snapshot and the disks it belongs to in the VM dir.
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
 
 
 def check_host(value: str) -> str:
@@ -117,6 +131,12 @@ class VmSettings(_Strict):
         description="NixOS module of yours to add to the guest (packages, MCP servers)",
         json_schema_extra={"flag": "--config"},
     )
+    workspace_mode: WorkspaceMode = Field(
+        default=WorkspaceMode.SHARE,
+        description="where the workspace lives: share (a host directory shared in) or disk "
+        "(a disk of the VM's own; work leaves it through diff/pull)",
+        json_schema_extra={"flag": "--workspace-mode"},
+    )
 
     @field_validator("host_address")
     @classmethod
@@ -175,7 +195,7 @@ class VmConfig(VmSettings):
 class StageTiming(_Strict):
     """How long one readiness stage took."""
 
-    stage: Literal["build", "qemu", "ssh", "agent"]
+    stage: Literal["build", "qemu", "restore", "clock", "ssh", "agent"]
     seconds: float
     ok: bool
 
@@ -200,6 +220,34 @@ class Runtime(_Strict):
         default=None, description="The agent-vm process that started the VM (while starting)"
     )
     starter_start_time: int | None = None
+
+
+class DiskStamp(_Strict):
+    """What a disk file was when a snapshot was taken. A write through any
+    path changes ctime, which no unprivileged process can set back, and a
+    copy is another inode; the header hash catches a disk swapped for one
+    with the same metadata (a restored backup made with preserved times)."""
+
+    file: str = Field(description="Name in the VM dir")
+    size: int
+    inode: int
+    mtime_ns: int
+    ctime_ns: int
+    header_sha256: str = Field(description="sha256 of the file's first MiB")
+
+
+class Snapshot(_Strict):
+    """`<vm>/snapshot.json`: the saved state in `<vm>/snapshot.vmstate` and
+    everything a resume must find unchanged."""
+
+    version: Literal[1] = 1
+    taken_at: datetime
+    size_bytes: int = Field(description="Bytes the state file occupies on disk")
+    suspend_seconds: float
+    runner: str = Field(description="The runner (store path) whose QEMU saved it")
+    accel: Literal["kvm", "tcg"]
+    memory_mib: int
+    disks: list[DiskStamp]
 
 
 class _Camel(_Strict):
@@ -249,6 +297,7 @@ class VmParams(_Camel):
     disk_size_mib: DiskMiB = Field(alias="diskSizeMiB")
     network: Network
     share: Literal["9p", "virtiofs"] = "9p"
+    workspace_mode: WorkspaceMode = WorkspaceMode.SHARE
     workspace: WorkspaceShare
     user: GuestUser
     user_module: str | None = None

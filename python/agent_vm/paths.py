@@ -151,6 +151,35 @@ class VmPaths:
         return self.dir / "disk.qcow2"
 
     @property
+    def workspace_disk(self) -> Path:
+        # --workspace-mode disk: the workspace's own disk (lib/qemu-args.nix).
+        return self.dir / "workspace.qcow2"
+
+    @property
+    def disks(self) -> tuple[Path, ...]:
+        """The VM's writable disks a snapshot belongs to."""
+        return tuple(p for p in (self.disk, self.workspace_disk) if p.exists())
+
+    @property
+    def memory_file(self) -> Path:
+        # The guest's RAM, a shared file mapping (lib/qemu-args.nix).
+        return self.dir / "memory.ram"
+
+    @property
+    def snapshot_state(self) -> Path:
+        # A suspended VM's memory and device state (QEMU's migration stream).
+        return self.dir / "snapshot.vmstate"
+
+    @property
+    def snapshot_meta(self) -> Path:
+        return self.dir / "snapshot.json"
+
+    @property
+    def guest_agent_socket(self) -> Path:
+        # QEMU guest agent channel (virtio-serial), used to set the clock.
+        return self.dir / "qga.sock"
+
+    @property
     def runner_link(self) -> Path:
         return self.dir / "runner"
 
@@ -174,4 +203,9 @@ class VmPaths:
     @property
     def sockets(self) -> tuple[Path, ...]:
         # One virtiofsd socket per virtiofs share (lib/qemu-args.nix).
-        return (self.qmp_socket, self.console_socket, *sorted(self.dir.glob("virtiofs-*.sock")))
+        return (
+            self.qmp_socket,
+            self.console_socket,
+            self.guest_agent_socket,
+            *sorted(self.dir.glob("virtiofs-*.sock")),
+        )

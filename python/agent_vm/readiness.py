@@ -159,14 +159,25 @@ def _console_silent(vm: VmPaths) -> bool:
 
 
 def wait_ready(probe: Probe) -> list[StageTiming]:
-    name = probe.vm.name
-    stages = []
-    emit(EventKind.STAGE, "waiting for QEMU", vm=name, stage="qemu")
-    stages.append(
-        _poll(probe, "qemu", lambda: probe.vm.pidfile.exists() and qmp.answers(probe.vm.qmp_socket))
+    return [wait_qemu(probe), *wait_guest(probe)]
+
+
+def wait_qemu(probe: Probe) -> StageTiming:
+    """QEMU is up: its pidfile is written and QMP answers."""
+    emit(EventKind.STAGE, "waiting for QEMU", vm=probe.vm.name, stage="qemu")
+    timing = _poll(
+        probe, "qemu", lambda: probe.vm.pidfile.exists() and qmp.answers(probe.vm.qmp_socket)
     )
     if probe.accel == "kvm":
         probe.console_deadline = time.monotonic() + KVM_SILENCE_SECONDS
+    return timing
+
+
+def wait_guest(probe: Probe) -> list[StageTiming]:
+    """The guest is ready: an SSH login with the pinned key works, then the
+    agent answers."""
+    name = probe.vm.name
+    stages = []
     emit(
         EventKind.SSH_CONNECTING,
         f"waiting for SSH on {probe.cfg.host_address}:{probe.ssh_port}",

@@ -22,12 +22,18 @@ TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     S.STOPPED: frozenset({S.STARTING}),
     # STOPPED: nothing ran (the build failed, or the start was interrupted
     # before QEMU was spawned).
-    S.STARTING: frozenset({S.RUNNING, S.FAILED, S.STOPPED}),
-    S.RUNNING: frozenset({S.STOPPING, S.FAILED}),
+    # SUSPENDED: a resume that failed before the guest ran again (the
+    # snapshot still matches its disks and is kept).
+    S.STARTING: frozenset({S.RUNNING, S.FAILED, S.STOPPED, S.SUSPENDED}),
+    S.RUNNING: frozenset({S.STOPPING, S.FAILED, S.SUSPENDING}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED}),
     S.FAILED: frozenset({S.STARTING, S.STOPPED}),
+    # RUNNING: the save failed and the guest was continued.
+    S.SUSPENDING: frozenset({S.SUSPENDED, S.RUNNING, S.FAILED}),
+    # STARTING: resume; STOPPED: the snapshot discarded (stop, reset).
+    S.SUSPENDED: frozenset({S.STARTING, S.STOPPED}),
 }
-LIVE = (S.STARTING, S.RUNNING, S.STOPPING)
+LIVE = (S.STARTING, S.RUNNING, S.STOPPING, S.SUSPENDING)
 
 
 def transition(rt: Runtime, new: VmState, name: str, **fields: object) -> Runtime:
@@ -75,6 +81,26 @@ def failed(rt: Runtime, name: str, reason: str) -> Runtime:
     return transition(rt, S.FAILED, name, reason=reason, pid=None, pid_start_time=None)
 
 
+def suspending(rt: Runtime, name: str) -> Runtime:
+    return transition(rt, S.SUSPENDING, name)
+
+
+def resumed_running(rt: Runtime, name: str) -> Runtime:
+    """A save that did not happen: the guest runs on, as before."""
+    return transition(rt, S.RUNNING, name)
+
+
+def suspended(rt: Runtime, name: str, reason: str | None = None) -> Runtime:
+    """QEMU is gone and the snapshot holds the VM; `reason` says why a resume
+    came back here."""
+    return Runtime(
+        state=transition(rt, S.SUSPENDED, name).state,
+        stopped_at=datetime.now(UTC),
+        stages=rt.stages,
+        reason=reason,
+    )
+
+
 def lock_held(path: Path) -> bool:
     """Is another process holding this lock file right now?"""
     try:
@@ -97,11 +123,12 @@ def alive(rt: Runtime, vm_dir: Path) -> bool:
 def effective(rt: Runtime, vm_dir: Path, lock: Path) -> tuple[VmState, str | None]:
     """The state to show: a VM whose QEMU vanished behind our back is failed.
 
-    While another agent-vm holds the VM's lock (a start in progress) a
-    recorded start is trusted: its pid may not be recorded yet. A start
-    whose agent-vm is gone (killed) no longer holds the lock.
+    While another agent-vm holds the VM's lock (a start or a suspend in
+    progress) the record is trusted: a start's pid may not be recorded yet,
+    a suspend's QEMU exits before the record says suspended. One whose
+    agent-vm is gone (killed) no longer holds the lock.
     """
-    if rt.state == S.STARTING and lock_held(lock):
+    if rt.state in (S.STARTING, S.SUSPENDING) and lock_held(lock):
         return rt.state, None
     if rt.state in LIVE and not alive(rt, vm_dir):
         return S.FAILED, f"QEMU (pid {rt.pid}) exited unexpectedly while {rt.state.value}"
@@ -120,7 +147,7 @@ def settle(rt: Runtime, vm_dir: Path, name: str) -> Runtime:
     VM, so a recorded start or stop in progress was interrupted, and a
     running VM whose QEMU is gone crashed: both are failed.
     """
-    if rt.state in (S.STARTING, S.STOPPING):
+    if rt.state in (S.STARTING, S.STOPPING, S.SUSPENDING):
         return failed(rt, name, f"the agent-vm that was {rt.state.value} it is gone")
     if rt.state == S.RUNNING and not alive(rt, vm_dir):
         return failed(rt, name, f"QEMU (pid {rt.pid}) exited unexpectedly")

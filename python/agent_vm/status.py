@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import store
+from . import snapshot, store
 from .context import Context
 from .errors import AgentVmError
 from .models import Network, StageTiming, VmState
@@ -52,6 +52,8 @@ class VmStatus(BaseModel):
     error: str | None = None
     network: str | None = None
     egress: EgressStatus | None = None
+    snapshot_bytes: int | None = None
+    snapshot_age_seconds: float | None = None
 
 
 class VmList(BaseModel):
@@ -85,7 +87,7 @@ def status(
         name=cfg.name,
         branch=cfg.branch,
         state=state,
-        reason=reason if state == VmState.FAILED else None,
+        reason=reason if state in (VmState.FAILED, VmState.SUSPENDED) else None,
         pid=rt.pid if running or state in (VmState.STARTING, VmState.STOPPING) else None,
         host_address=cfg.host_address,
         ssh_port=ssh_port,
@@ -97,6 +99,8 @@ def status(
     )
     if running and cfg.network == Network.ALLOW:
         st.egress = _egress(vm, rt.started_at)
+    if state == VmState.SUSPENDED:
+        _add_snapshot(st, vm)
     if running and rt.started_at is not None:
         st.uptime_seconds = round((datetime.now(UTC) - rt.started_at).total_seconds(), 1)
     if probe and running:
@@ -125,6 +129,23 @@ def _egress(vm: VmPaths, since: datetime | None) -> EgressStatus:
         else "the egress proxy is not running: the guest reaches nothing (fail closed); "
         f"'agent-vm restart {vm.name}' starts a new one",
     )
+
+
+def _add_snapshot(st: VmStatus, vm: VmPaths) -> None:
+    try:
+        snap = snapshot.load(vm)
+    except AgentVmError as exc:
+        st.error = exc.message
+        return
+    st.snapshot_bytes = snap.size_bytes
+    st.snapshot_age_seconds = round(snapshot.age_seconds(snap), 1)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def list_all(ctx: Context) -> list[VmStatus]:
@@ -159,6 +180,11 @@ def render_status(st: VmStatus) -> str:
         )
     if st.network:
         lines.append(f"network:   {st.network}" + _render_egress(st.egress))
+    if st.snapshot_bytes is not None and st.snapshot_age_seconds is not None:
+        lines.append(
+            f"snapshot:  {st.snapshot_bytes / 2**20:.0f} MiB, taken "
+            f"{_age(st.snapshot_age_seconds)} ago ('agent-vm resume' continues it)"
+        )
     if st.workspace:
         lines.append(f"workspace: {st.workspace}")
     if st.stages:

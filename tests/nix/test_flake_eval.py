@@ -191,6 +191,7 @@ def test_the_guest_gets_the_guest_module_and_the_shared_settings(
             "user": {"name": "dev", "uid": 1000, "gid": 1000},
             "workspace": {
                 "share": "9p",
+                "mode": "share",
                 "tag": "workspace",
                 "mountPoint": {"_type": "override", "priority": 1000, "content": "/workspace"},
             },

@@ -51,8 +51,19 @@ def test_guest_settings_hold_only_what_all_of_a_users_vms_share(expr: Path) -> N
     got = ev(expr, "guestSettings", p)
     assert got == {
         "user": {"name": "dev", "uid": 1000, "gid": 1000},
-        "workspace": {"share": "9p", "tag": "workspace", "mountPoint": "/workspace"},
+        "workspace": {
+            "share": "9p",
+            "mode": "share",
+            "tag": "workspace",
+            "mountPoint": "/workspace",
+        },
     }
+    # The workspace mode reaches the guest (it mounts a disk or a share);
+    # a file from before the setting means share.
+    disk = ev(expr, "guestSettings", p | {"workspaceMode": "disk"})
+    assert disk["workspace"]["mode"] == "disk"
+    legacy = {k: v for k, v in p.items() if k != "workspaceMode"}
+    assert ev(expr, "guestSettings", legacy)["workspace"]["mode"] == "share"
     # Two VMs differing in everything per-VM get identical settings.
     other = p | {
         "name": "feature-x-99999999",

@@ -54,6 +54,7 @@ in
   statePaths = lib.statePaths str;
   storeDir = builtins.storeDir;
   credentials = lib.credentials;
+  guestAgentChannel = lib.guestAgentChannel;
   shares = lib.shares { inherit params guest; };
   supportedVersion = lib.supportedVersion;
 }.${what}
@@ -218,7 +219,9 @@ def test_qemu_arguments(expr_file: Path, tmp_path: Path) -> None:
         " agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
     ]
     # No SATA, SMBus, VMware port or PS/2 controller: nothing the guest uses.
-    assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
+    assert opt_after(args, "-machine") == [
+        "q35,sata=off,smbus=off,vmport=off,i8042=off,memory-backend=mem"
+    ]
     assert opt_after(args, "-cpu") == ["max"]
     assert "-nodefaults" in args and "-no-user-config" in args
     assert opt_after(args, "-display") == ["none"]
@@ -280,14 +283,13 @@ def test_9p_share(expr_file: Path, tmp_path: Path, model: str) -> None:
     ]
     assert "virtio-9p-pci,fsdev=fs-workspace,mount_tag=workspace" in opt_after(args, "-device")
     assert not any("vhost-user-fs" in a for a in args)
-    assert opt_after(args, "-machine") == ["q35,sata=off,smbus=off,vmport=off,i8042=off"]
 
 
 def test_virtiofs_share(expr_file: Path, tmp_path: Path) -> None:
     args = qemu_args(expr_file, tmp_path, params(tmp_path, share="virtiofs", memoryMiB=3072))
-    assert opt_after(args, "-object") == ["memory-backend-memfd,id=mem,size=3072M,share=on"]
-    assert opt_after(args, "-machine") == [
-        "q35,sata=off,smbus=off,vmport=off,i8042=off,memory-backend=mem"
+    # vhost-user needs the guest's RAM shared: the file backend is.
+    assert opt_after(args, "-object") == [
+        f"memory-backend-file,id=mem,size=3072M,mem-path={tmp_path}/memory.ram,share=on"
     ]
     assert "socket,id=fs-workspace,path=virtiofs-workspace.sock" in opt_after(args, "-chardev")
     assert "vhost-user-fs-pci,chardev=fs-workspace,tag=workspace" in opt_after(args, "-device")
@@ -362,7 +364,7 @@ def test_extra_args_and_aarch64(expr_file: Path, tmp_path: Path) -> None:
     )
     assert args[-2:] == ["-device", "x"]
     # GICv3-only hosts refuse virt's default GICv2 under KVM.
-    assert opt_after(args, "-machine") == ["virt,gic-version=max"]
+    assert opt_after(args, "-machine") == ["virt,gic-version=max,memory-backend=mem"]
     assert opt_after(args, "-append") == [
         "console=ttyAMA0 root=/dev/vda systemd.hostname=main-0123abcd"
         " agent_vm.agent_hosts=127.0.0.1:8000,localhost:8000"
@@ -459,6 +461,9 @@ def test_qemu_opts_skips_nulls_and_escapes(expr_file: Path) -> None:
 def test_state_paths(expr_file: Path) -> None:
     assert evaluate(expr_file, "statePaths", str="/s") == {
         "disk": "/s/disk.qcow2",
+        "workspaceDisk": "/s/workspace.qcow2",
+        "memoryFile": "/s/memory.ram",
+        "guestAgentSocket": "qga.sock",
         "pidFile": "/s/qemu.pid",
         "qmpSocket": "qmp.sock",
         "consoleSocket": "console.sock",
@@ -1044,3 +1049,56 @@ def test_runner_kvm_probe_mode_touches_nothing(expr_file: Path, tmp_path: Path) 
     assert int((log / "qemu.pid").read_text()) == pid  # exec'd
     assert list(state.iterdir()) == []  # no disk made, no socket removed
     assert not (log / "qemu-img.argv").exists()
+
+
+# --- suspend/resume and the workspace disk ---------------------------------------------------
+
+
+def test_guest_ram_is_a_shared_file_in_the_state_dir(expr_file: Path, tmp_path: Path) -> None:
+    """A suspend saves only device state (x-ignore-shared) because the RAM
+    already is this file; the machine must use it as its RAM."""
+    state = tmp_path / "a,b"
+    args = qemu_args(expr_file, tmp_path, params(state, memoryMiB=1536))
+    assert opt_after(args, "-object") == [
+        f"memory-backend-file,id=mem,size=1536M,mem-path={tmp_path}/a,,b/memory.ram,share=on"
+    ]
+    assert opt_after(args, "-m") == ["1536M"]
+    assert opt_after(args, "-machine")[0].endswith(",memory-backend=mem")
+
+
+def test_guest_agent_channel(expr_file: Path, tmp_path: Path) -> None:
+    """The channel the CLI sets a resumed guest's clock through, at every
+    boot (a saved VM resumes only into the same devices)."""
+    args = qemu_args(expr_file, tmp_path, params(tmp_path))
+    assert "socket,id=qga,path=qga.sock,server=on,wait=off" in opt_after(args, "-chardev")
+    devices = opt_after(args, "-device")
+    assert "virtio-serial-pci,id=serial0" in devices
+    assert "virtserialport,chardev=qga,name=org.qemu.guest_agent.0" in devices
+    assert evaluate(expr_file, "guestAgentChannel") == "org.qemu.guest_agent.0"
+
+
+def test_workspace_disk_mode(expr_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vm"
+    args = qemu_args(expr_file, tmp_path, params(state, workspaceMode="disk"))
+    assert opt_after(args, "-drive") == [
+        f"id=disk,file={state}/disk.qcow2,if=none,format=qcow2,discard=unmap",
+        f"id=workspace,file={state}/workspace.qcow2,if=none,format=qcow2,discard=unmap",
+    ]
+    assert "virtio-blk-pci,drive=workspace,serial=agent-vm-workspace" in opt_after(args, "-device")
+    # No share of any kind: nothing of the host is in the guest's reach.
+    assert not opt_after(args, "-fsdev")
+    assert not any("9p" in a or "vhost-user-fs" in a for a in args)
+    virtiofs = qemu_args(expr_file, tmp_path, params(state, workspaceMode="disk", share="virtiofs"))
+    assert not any("vhost-user-fs" in a for a in virtiofs)
+    # Share mode (and a file from before the setting) has no workspace disk.
+    for p in (params(state, workspaceMode="share"), params(state)):
+        assert len(opt_after(qemu_args(expr_file, tmp_path, p), "-drive")) == 1
+
+
+def test_read_params_refuses_an_unknown_workspace_mode(expr_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(NixError, match=r"agent-vm params: workspaceMode must be"):
+        evaluate(
+            expr_file,
+            "params",
+            paramsFile=write_params(tmp_path, params("/s", workspaceMode="tmpfs")),
+        )

@@ -92,6 +92,7 @@ HOST_OPTION_SETTING = {
     "diskSize": "disk_size_mib",
     "network": "network",
     "ephemeral": "ephemeral",
+    "workspaceMode": "workspace_mode",
     "config": "user_module",
 }
 

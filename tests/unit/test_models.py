@@ -241,5 +241,8 @@ def test_runtime_refuses_bad_values(bad: dict[str, Any]) -> None:
 
 
 def test_every_state_is_a_plain_string() -> None:
-    assert [s.value for s in VmState] == ["stopped", "starting", "running", "stopping", "failed"]
+    assert [s.value for s in VmState] == [
+        *("stopped", "starting", "running", "stopping", "failed"),
+        *("suspending", "suspended"),
+    ]
     assert json.loads(Runtime(state=VmState.FAILED).model_dump_json())["state"] == "failed"

@@ -31,6 +31,13 @@ LEGAL = {
     (S.STOPPING, S.FAILED),  # survived SIGKILL
     (S.FAILED, S.STARTING),  # start recovers
     (S.FAILED, S.STOPPED),  # stop cleans up
+    (S.RUNNING, S.SUSPENDING),  # suspend
+    (S.SUSPENDING, S.SUSPENDED),  # saved, QEMU gone
+    (S.SUSPENDING, S.RUNNING),  # QEMU could not save it: the guest runs on
+    (S.SUSPENDING, S.FAILED),  # QEMU died while saving
+    (S.SUSPENDED, S.STARTING),  # resume (start, up, resume)
+    (S.SUSPENDED, S.STOPPED),  # stop, reset: the snapshot discarded
+    (S.STARTING, S.SUSPENDED),  # a resume that failed before the guest ran again
 }
 ALL_PAIRS = list(itertools.product(VmState, VmState))
 

@@ -46,6 +46,7 @@
             "agent_vm.uid=${toString params.user.uid}"
             "agent_vm.gid=${toString params.user.gid}"
             "agent_vm.agent_port=${toString params.guestAgentPort}"
+            "agent_vm.workspace=${params.workspaceMode or "share"}"
             (env "AGENT_VM_TEST_CMDLINE" "")
           ];
           diskBackingFile = "${guestDir}/rootfs.raw";

@@ -58,6 +58,7 @@ packages=(
   openssh-server iproute2 busybox sudo git procps e2fsprogs
   curl ca-certificates
   nginx-light python3
+  qemu-guest-agent
 )
 echo "build-guest: mmdebstrap $suite into $work" >&2
 mmdebstrap --mode=root --variant=apt --quiet \

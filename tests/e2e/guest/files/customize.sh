@@ -15,6 +15,8 @@ echo agent-vm >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 agent-vm\n' >"$root/etc/hosts"
 printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
 install -m 0644 "$files/fstab" "$root/etc/fstab"
+install -D -m 0755 "$files/agent-vm-workspace-generator" \
+  "$root/etc/systemd/system-generators/agent-vm-workspace"
 mkdir -p "$root/workspace"
 
 # No host keys baked into the image: the VM's key arrives as a credential.

@@ -1,0 +1,181 @@
+"""Suspend and resume: what lifecycle's `suspend` and `start`-of-a-suspended
+VM do once they hold the VM's lock and have checked its state.
+
+Suspend: QEMU saves the stopped guest into `snapshot.vmstate.partial`
+(migration.save), quits, and only then is the file renamed and
+`snapshot.json` written with the stamps of the disks as QEMU left them.
+
+Resume: the snapshot is checked against its disks and runner
+(snapshot.check), the recorded runner is started paused (`-incoming
+defer`) on the recorded accelerator, the state is loaded, the snapshot is
+deleted, and only then is the guest continued: from that moment its disks
+move on and the snapshot could never be used again. Then the clock is
+stepped (guestclock) and the same readiness stages as a boot follow (SSH
+with the pinned key, the agent). A resume that fails before `cont` leaves
+the VM suspended with its snapshot; after, it fails like a boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from . import guestclock, migration, procs, readiness, snapshot, state, store, tools
+from .errors import GuestFailed, StopFailed
+from .events import EventKind, Severity, emit, warn
+from .models import Runtime, Snapshot, StageTiming, VmConfig
+from .paths import VmPaths
+from .qmp import Qmp, QmpError
+
+INCOMING_ENV = "AGENT_VM_INCOMING"
+ACCEL_ENV = "AGENT_VM_ACCEL"
+# Saving a few GiB takes seconds; the bound is for a QEMU that hangs.
+SAVE_TIMEOUT = 600.0
+QUIT_TIMEOUT = 30.0
+QMP_TIMEOUT = 30.0
+
+
+def _cleanup_runtime_files(vm: VmPaths) -> None:
+    for p in (*vm.sockets, vm.pidfile):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def save(vm: VmPaths, cfg: VmConfig, rt: Runtime) -> tuple[Runtime, Snapshot]:
+    """Save the running VM `rt` and stop its QEMU (the caller holds the lock
+    and has checked that it runs)."""
+    assert rt.pid is not None and rt.pid_start_time is not None
+    pid, start_t = rt.pid, rt.pid_start_time
+    runner = str(vm.runner_link.resolve())
+    partial = snapshot.partial(vm)
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    try:
+        q = Qmp(vm.qmp_socket, timeout=QMP_TIMEOUT)
+    except (QmpError, OSError) as exc:
+        raise GuestFailed(f"VM {vm.name}'s QEMU does not answer on QMP: {exc}") from None
+    with q:
+        # Before any change: a VM QEMU cannot save stays as it is.
+        reasons = migration.blockers(q)
+        if reasons:
+            raise migration.refusal(reasons)
+        accel = migration.accelerator(q)
+        rt = state.suspending(rt, vm.name)
+        store.save(vm.runtime, rt)
+        emit(EventKind.VM_SUSPENDING, f"suspending VM {vm.name}", vm=vm.name)
+        t0 = time.monotonic()
+        try:
+            migration.save(q, Path(partial.name), SAVE_TIMEOUT)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            store.save(vm.runtime, state.resumed_running(rt, vm.name))
+            raise
+        with contextlib.suppress(QmpError, OSError):
+            q.execute("quit")
+    if not procs.wait_gone(pid, QUIT_TIMEOUT) and not procs.terminate(
+        pid, start_t, vm.dir, grace_term=5.0
+    ):
+        raise StopFailed(f"QEMU (pid {pid}) survived SIGKILL after saving the VM")
+    _cleanup_runtime_files(vm)
+    os.rename(partial, vm.snapshot_state)
+    snap = snapshot.record(vm, runner, accel, cfg.memory_mib, time.monotonic() - t0)
+    rt = state.suspended(rt, vm.name)
+    store.save(vm.runtime, rt)
+    emit(
+        EventKind.VM_SUSPENDED,
+        f"VM {vm.name} suspended ({snap.size_bytes / 2**20:.0f} MiB "
+        f"in {snap.suspend_seconds:.1f}s)",
+        severity=Severity.NOTICE,
+        vm=vm.name,
+        size_bytes=snap.size_bytes,
+        seconds=snap.suspend_seconds,
+    )
+    return rt, snap
+
+
+def _timed(stage: Literal["restore", "clock"], fn: Callable[[], None]) -> StageTiming:
+    t0 = time.monotonic()
+    fn()
+    return StageTiming(stage=stage, seconds=round(time.monotonic() - t0, 3), ok=True)
+
+
+def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: float) -> Runtime:
+    """Resume the suspended VM `rt` from `snap` (already checked); returns
+    the running record. On a failure before the guest was continued the VM
+    is left suspended, snapshot kept, and the error raised."""
+    rt = state.starting(rt, vm.name, cfg.ssh_port, cfg.agent_port)
+    store.save(vm.runtime, rt)
+    emit(EventKind.VM_RESUMING, f"resuming VM {vm.name}", vm=vm.name)
+    deadline = time.monotonic() + timeout
+    _cleanup_runtime_files(vm)
+    proc = None
+    continued = False
+    try:
+        with open(vm.runner_log, "ab") as log:
+            proc = tools.spawn(
+                [str(vm.runner)], log=log, env={ACCEL_ENV: snap.accel, INCOMING_ENV: "defer"}
+            )
+        rt = rt.model_copy(update={"pid": proc.pid, "pid_start_time": procs.start_time(proc.pid)})
+        store.save(vm.runtime, rt)
+        probe = readiness.Probe(vm, cfg, proc, cfg.ssh_port, cfg.agent_port, deadline, timeout)
+        stages = [readiness.wait_qemu(probe)]
+        with Qmp(vm.qmp_socket, timeout=QMP_TIMEOUT) as q:
+            stages.append(
+                _timed(
+                    "restore",
+                    lambda: migration.load(
+                        q, Path(vm.snapshot_state.name), max(1.0, deadline - time.monotonic())
+                    ),
+                )
+            )
+            # From `cont` on the disks move on: the snapshot must be gone
+            # first, so that nothing can ever resume it a second time.
+            snapshot.discard(vm)
+            emit(
+                EventKind.SNAPSHOT_DISCARDED,
+                "snapshot loaded and deleted",
+                severity=Severity.DEBUG,
+                vm=vm.name,
+            )
+            q.execute("cont")
+            continued = True
+        stages.append(_timed("clock", lambda: _set_clock(vm)))
+        stages += readiness.wait_guest(probe)
+    except BaseException as exc:
+        if proc is not None:
+            start_t = procs.start_time(proc.pid)
+            if start_t is not None:
+                procs.terminate(proc.pid, start_t, vm.dir, grace_term=3.0)
+            proc.poll()
+        _cleanup_runtime_files(vm)
+        if not continued and snapshot.exists(vm):
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            store.save(
+                vm.runtime,
+                state.suspended(store.load_runtime(vm), vm.name, f"resume failed: {reason}"),
+            )
+            if isinstance(exc, QmpError):
+                raise GuestFailed(f"resuming VM {vm.name} failed: {exc}") from None
+        raise
+    qpid = readiness.qemu_pid(vm)
+    if qpid is not None and qpid != rt.pid and procs.is_alive(qpid):
+        rt = rt.model_copy(update={"pid": qpid, "pid_start_time": procs.start_time(qpid)})
+    return state.running(rt, vm.name, stages)
+
+
+def _set_clock(vm: VmPaths) -> None:
+    try:
+        guestclock.set_to_host_time(vm.guest_agent_socket)
+    except guestclock.ClockNotSet as exc:
+        # The guest's own business (no guest agent, a hostile guest): it
+        # runs on with its clock behind, and the user is told.
+        warn(
+            f"VM {vm.name}'s clock was not set after the resume ({exc}); "
+            "it is behind by the time it was suspended",
+            vm=vm.name,
+        )
