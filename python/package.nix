@@ -1,5 +1,5 @@
 # The agent-vm CLI. Its wrapper puts what it runs on PATH (QEMU, ssh, git,
-# nix, virtiofsd) and points it at the flake it came from, so
+# nix, virtiofsd, e2fsprogs for a workspace disk) and points it at the flake it came from, so
 # `agent-vm up` builds VMs from this flake without the user naming it.
 {
   lib,
@@ -9,6 +9,7 @@
   git,
   nix,
   virtiofsd,
+  e2fsprogs,
   flakeSource,
   flakeInputs ? [ ],
 }:
@@ -51,6 +52,7 @@ python3Packages.buildPythonApplication {
       git
       nix
       virtiofsd
+      e2fsprogs
     ])
     "--set-default"
     "AGENT_VM_FLAKE"

@@ -44,6 +44,7 @@ def for_vm(vm: VmPaths, cfg: VmConfig) -> VmParams:
         disk_size_mib=cfg.disk_size_mib,
         network=cfg.network,
         share=workspace_share(),
+        workspace_mode=cfg.workspace_mode,
         workspace=WorkspaceShare(host_path=cfg.workspace, security_model=mapping.security_model),
         user=GuestUser(uid=mapping.uid, gid=mapping.gid),
         user_module=cfg.user_module,

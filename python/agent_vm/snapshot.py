@@ -121,11 +121,14 @@ def check(vm: VmPaths, snap: Snapshot) -> None:
         )
 
 
-def discard(vm: VmPaths) -> bool:
+def discard(vm: VmPaths, keep_memory: bool = False) -> bool:
     """Delete the snapshot; True if there was one. The JSON goes first, so
-    an interrupted discard leaves no snapshot behind, only a stray file."""
+    an interrupted discard leaves no snapshot behind, only a stray file.
+    `keep_memory`: a resumed QEMU is running on the RAM file (unlinking it
+    would leave the next suspend without the guest's memory)."""
     had = exists(vm)
-    for p in (vm.snapshot_meta, vm.snapshot_state, partial(vm), vm.memory_file):
+    files = [vm.snapshot_meta, vm.snapshot_state, partial(vm)]
+    for p in files if keep_memory else [*files, vm.memory_file]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return had

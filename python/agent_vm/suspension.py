@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ ACCEL_ENV = "AGENT_VM_ACCEL"
 SAVE_TIMEOUT = 600.0
 QUIT_TIMEOUT = 30.0
 QMP_TIMEOUT = 30.0
+CLOCK_TIMEOUT = 15.0
 
 
 def _cleanup_runtime_files(vm: VmPaths) -> None:
@@ -135,7 +137,7 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
             )
             # From `cont` on the disks move on: the snapshot must be gone
             # first, so that nothing can ever resume it a second time.
-            snapshot.discard(vm)
+            snapshot.discard(vm, keep_memory=True)
             emit(
                 EventKind.SNAPSHOT_DISCARDED,
                 "snapshot loaded and deleted",
@@ -144,8 +146,12 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
             )
             q.execute("cont")
             continued = True
-        stages.append(_timed("clock", lambda: _set_clock(vm)))
+        # Setting the clock (the guest agent runs hwclock, seconds under
+        # TCG) overlaps the SSH and agent checks; ready waits for both.
+        clock = _ClockSetter(vm)
+        clock.start()
         stages += readiness.wait_guest(probe)
+        stages.insert(-2, clock.join())
     except BaseException as exc:
         if proc is not None:
             start_t = procs.start_time(proc.pid)
@@ -168,14 +174,29 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
     return state.running(rt, vm.name, stages)
 
 
-def _set_clock(vm: VmPaths) -> None:
-    try:
-        guestclock.set_to_host_time(vm.guest_agent_socket)
-    except guestclock.ClockNotSet as exc:
-        # The guest's own business (no guest agent, a hostile guest): it
-        # runs on with its clock behind, and the user is told.
-        warn(
-            f"VM {vm.name}'s clock was not set after the resume ({exc}); "
-            "it is behind by the time it was suspended",
-            vm=vm.name,
-        )
+class _ClockSetter(threading.Thread):
+    def __init__(self, vm: VmPaths) -> None:
+        super().__init__(daemon=True)
+        self.vm = vm
+        self.error: guestclock.ClockNotSet | None = None
+        self.t0 = time.monotonic()
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        try:
+            guestclock.set_to_host_time(self.vm.guest_agent_socket, CLOCK_TIMEOUT)
+        except guestclock.ClockNotSet as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - self.t0
+
+    def join(self, timeout: float | None = None) -> StageTiming:  # type: ignore[override]
+        super().join(CLOCK_TIMEOUT + 1.0)
+        if self.error is not None:
+            # The guest's own business (no guest agent, a hostile guest): it
+            # runs on with its clock behind, and the user is told.
+            warn(
+                f"VM {self.vm.name}'s clock was not set after the resume ({self.error}); "
+                "it is behind by the time it was suspended",
+                vm=self.vm.name,
+            )
+        return StageTiming(stage="clock", seconds=round(self.seconds, 3), ok=self.error is None)

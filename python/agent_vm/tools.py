@@ -28,6 +28,8 @@ PACKAGES = {
     "ssh-keygen": "openssh-client",
     "qemu-img": "qemu-utils",
     "qemu-system-x86_64": "qemu-system-x86",
+    "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
 }
 
 

@@ -27,14 +27,22 @@ LABEL = "agent-vm-ws"
 SBIN = ("/usr/sbin", "/sbin")
 
 
-def mkfs_ext4() -> str:
-    if tools.have("mkfs.ext4"):
-        return "mkfs.ext4"
+def _e2fsprogs(tool: str) -> str:
+    if tools.have(tool):
+        return tool
     for d in SBIN:
-        candidate = Path(d) / "mkfs.ext4"
+        candidate = Path(d) / tool
         if os.access(candidate, os.X_OK):
             return str(candidate)
-    return "mkfs.ext4"  # tools.run reports it missing, with the package
+    return tool  # tools.run reports it missing, with the package
+
+
+def mkfs_ext4() -> str:
+    return _e2fsprogs("mkfs.ext4")
+
+
+def debugfs() -> str:
+    return _e2fsprogs("debugfs")
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
@@ -73,6 +81,9 @@ def make(checkout: Checkout, dest: Path, size_mib: int) -> None:
                 str(raw),
             ]
         )
+        # mkfs makes lost+found, root's and unreadable to the guest user: git
+        # in /workspace would warn about it and count it as untracked.
+        tools.run([debugfs(), "-w", "-R", "rmdir lost+found", str(raw)])
         partial = dest.with_name(dest.name + ".partial")
         tools.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(partial)])
         os.chmod(partial, 0o600)

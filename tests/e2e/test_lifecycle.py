@@ -143,6 +143,15 @@ def test_full_lifecycle(cli: Cli, repo: Path) -> None:
     assert 1800 <= root_size_mib(cli, repo) <= 2048
     cli("shell", "--", "sh", "-c", "echo kept > ~/persist && sync", cwd=repo)
     pid = status(cli, repo)["pid"]
+    # QEMU cannot save a VM whose 9p share is mounted: suspend says so, and
+    # the VM runs on untouched.
+    refused = cli("suspend", cwd=repo, check=False)
+    assert refused.returncode == 21, refused
+    assert "9p workspace share is mounted" in refused.stderr
+    assert "--workspace-mode disk" in refused.stderr
+    st = status(cli, repo)
+    assert (st["state"], st["pid"], st["ssh_reachable"]) == ("running", pid, True)
+    assert not (vm_dir / "snapshot.json").exists()
     r = cli("update", "--disk-size", "1024", cwd=repo, check=False)
     assert r.returncode == 2, r.stderr
     assert "a disk cannot shrink" in r.stderr and "agent-vm reset" in r.stderr
