@@ -28,6 +28,7 @@ from . import (
     agent_secrets,
     diskspace,
     gitops,
+    guestbundle,
     keys,
     nixbuild,
     ownership,
@@ -509,11 +510,14 @@ def destroy(ctx: Context, vm: VmPaths, force: bool = False) -> None:
                 raise
             rt = _runtime_from_pidfile(vm)
         check = cfg is not None and cfg.workspace_owned and not force
-        if check and cfg is not None:
+        if check and cfg is not None and cfg.workspace_mode == WorkspaceMode.DISK:
+            guestbundle.refuse_unsaved(vm, cfg, rt, state.alive(rt, vm.dir))
+        elif check and cfg is not None:
             unsaved.refuse_if_unsaved(ctx.layout, vm, cfg)
         if state.alive(rt, vm.dir):
             _stop_locked(vm, cfg, rt, StopTimeouts())
-            if check and cfg is not None:  # what the guest wrote until it stopped
+            if check and cfg is not None and cfg.workspace_mode != WorkspaceMode.DISK:
+                # what the guest wrote until it stopped
                 unsaved.refuse_if_unsaved(ctx.layout, vm, cfg)
         shutil.rmtree(vm.dir, onerror=_force_remove)
         if os.path.lexists(vm.dir):

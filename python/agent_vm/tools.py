@@ -174,6 +174,44 @@ def spawn(
     return proc
 
 
+def run_to_file(
+    argv: Sequence[str], out: Path, *, limit: int, timeout: float
+) -> tuple[int, str, bool]:
+    """Run with stdout into the new file `out` (0600). A process that writes
+    more than `limit` bytes or runs past `timeout` is killed. Returns the
+    exit code, stderr's last KiB, and whether it stayed within both."""
+    cmd = resolve(argv[0])[list(argv[1:])]
+    proc = cmd.popen(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.start()
+    written, within = 0, True
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            while chunk := proc.stdout.read1(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    within = False
+                    proc.kill()
+                    break
+                f.write(chunk)
+    finally:
+        code = proc.wait()
+        watchdog.cancel()
+        reader.join(timeout=5)
+    text = b"".join(err)[-1024:].decode("utf-8", "replace")
+    return int(code), text, within and not expired.is_set()
+
+
 def run_foreground(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:
     """Run with our stdin/stdout/stderr (interactive ssh); return its exit code."""
     cmd = _with_env(resolve(argv[0])[list(argv[1:])], env)
