@@ -77,6 +77,8 @@ class _Channel:
         self.sock.settimeout(self._left())
         try:
             chunk = self.sock.recv(4096)
+        except TimeoutError:
+            raise ClockNotSet("the guest agent did not answer in time") from None
         except OSError as exc:
             raise ClockNotSet(f"the guest agent did not answer: {exc}") from None
         if not chunk:
