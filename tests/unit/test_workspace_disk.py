@@ -36,7 +36,9 @@ def debugfs(image: Path, request: str) -> str:
         ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(image), str(raw)], check=True
     )
     tool = workspace_disk.debugfs()
-    out = subprocess.run([tool, "-R", request, str(raw)], capture_output=True, text=True)
+    out = subprocess.run(
+        [tool, "-R", request, str(raw)], capture_output=True, text=True, check=True
+    )
     raw.unlink()
     return out.stdout
 
@@ -146,7 +148,7 @@ def test_commits_and_uncommitted_changes_come_out_as_data(
 def test_a_hostile_answer_is_refused(
     fake_ssh: None, guest_ws: tuple[Context, Path], tmp_path: Path
 ) -> None:
-    ctx, ws = guest_ws
+    ctx, _ = guest_ws
     vm = ctx.layout.vm(store.vm_names(ctx.layout)[0])
     cfg = store.load_config(vm)
     # A "guest" whose workspace is not a repository but answers anyway.
