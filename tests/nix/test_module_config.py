@@ -106,3 +106,78 @@ def test_the_workspace_server_passes_the_check_its_build_runs() -> None:
     )
     assert codes == "E501"
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# The guest module's `config` is a mkMerge of blocks: with mkMerge as the
+# identity, a value is found by the block's index and its attribute path.
+GUEST_EXPR = r"""
+{ stubLib, module, config, path }:
+let
+  lib = import (/. + stubLib) { } // {
+    mkIf = cond: value: if cond then value else null;
+    mkMerge = blocks: blocks;
+    mkDefault = value: value;
+    optionals = cond: list: if cond then list else [ ];
+    hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  };
+  mod = import (/. + module) {
+    inherit lib;
+    config = builtins.fromJSON config;
+    pkgs = throw "not needed for this value";
+    modulesPath = "/modules";
+  };
+  step = v: k: if builtins.isInt k then builtins.elemAt v k else v.${k};
+in
+builtins.foldl' step mod.config (builtins.fromJSON path)
+"""
+
+
+@pytest.fixture(scope="module")
+def guest_expr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_expr(tmp_path_factory.mktemp("guest-config"), "guest.nix", GUEST_EXPR)
+
+
+def guest_value(expr: Path, settings: dict[str, Any], path: list[str | int]) -> Any:
+    agent_vm = {
+        "workspace": {"share": "9p", "mode": "share", "tag": "workspace"},
+        "resume": {"setClock": True},
+    }
+    for key, val in settings.items():
+        agent_vm[key] = {**agent_vm.get(key, {}), **val}
+    agent_vm["workspace"].setdefault("mountPoint", "/workspace")
+    return evaluate_file(
+        expr,
+        stubLib=str(STUB_LIB),
+        module=str(ROOT / "modules" / "guest.nix"),
+        config=json.dumps({"agent-vm": agent_vm}),
+        path=json.dumps(path),
+    )
+
+
+def test_a_disk_workspace_is_mounted_from_its_own_disk(guest_expr: Path) -> None:
+    """The device is the runner's workspace disk (serial agent-vm-workspace,
+    lib/qemu-args.nix); nothing is shared in."""
+    fs = guest_value(
+        guest_expr,
+        {"workspace": {"mode": "disk", "mountPoint": "/src"}},
+        [1, "fileSystems", "/src"],
+    )
+    assert fs == {
+        "device": "/dev/disk/by-id/virtio-agent-vm-workspace",
+        "fsType": "ext4",
+        "options": ["noatime", "nofail"],
+    }
+    share = guest_value(guest_expr, {}, [1, "fileSystems", "/workspace"])
+    assert (share["device"], share["fsType"]) == ("workspace", "9p")
+    vfs = guest_value(
+        guest_expr, {"workspace": {"share": "virtiofs"}}, [1, "fileSystems", "/workspace"]
+    )
+    assert (vfs["device"], vfs["fsType"]) == ("workspace", "virtiofs")
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_guest_agent_runs_for_the_clock_after_a_resume(guest_expr: Path, on: bool) -> None:
+    got = guest_value(
+        guest_expr, {"resume": {"setClock": on}}, [0, "services", "qemuGuest", "enable"]
+    )
+    assert got is on

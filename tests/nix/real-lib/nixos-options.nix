@@ -410,6 +410,8 @@ in
     system.switch.enable = bool true;
     # nixos/modules/system/boot/timesyncd.nix
     services.timesyncd.enable = bool true;
+    # nixos/modules/virtualisation/qemu-guest-agent.nix
+    services.qemuGuest.enable = bool false;
     # nixos/modules/misc/ids.nix (no type there either)
     ids.gids = mkOption { };
     # nixos/modules/config/nix.nix
