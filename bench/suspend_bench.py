@@ -54,7 +54,7 @@ def many_files_repo(path: Path, files: int) -> Path:
         chunks.append(f"M 644 inline d{i // 500:03d}/f{i:05d}.txt\ndata {len(data)}\n{data}")
     subprocess.run(
         ["git", "-C", str(path), "fast-import", "--quiet"],
-        input="\n".join(chunks).encode() + b"\n",
+        input="".join(chunks).encode() + b"\n",
         check=True,
     )
     git(path, "checkout", "-q", "-f", "main")
