@@ -232,6 +232,8 @@ def test_empty_repository(
         "restart",
         "update",
         "reset",
+        "suspend",
+        "resume",
         "destroy",
         "shell",
         "console",
@@ -595,3 +597,20 @@ def test_a_tag_named_like_the_current_branch_changes_nothing(
     assert res.code == 0, res.err
     assert json.loads(res.out)["branch"] == "main"
     assert_error(run_cli(capsys, "--state-dir", str(state), "create"), 4, "already exists")
+def test_suspend_resume_and_the_workspace_mode(
+    capsys: pytest.CaptureFixture[str], state: Path, repo: Path
+) -> None:
+    sd = ("--state-dir", str(state))
+    assert_error(run_cli(capsys, *sd, "create", "--workspace-mode", "tmpfs"), 2, "invalid choice")
+    res = run_cli(capsys, *sd, "create", "--workspace-mode", "disk")
+    assert res.code == 0, res.err
+    assert_error(run_cli(capsys, *sd, "suspend"), 6, "is stopped, not running")
+    assert_error(run_cli(capsys, *sd, "resume"), 6, "is stopped, not suspended", "'agent-vm start'")
+    assert_error(
+        run_cli(capsys, *sd, "update", "--workspace-mode", "share"),
+        2,
+        "workspace mode is chosen when a VM is made",
+    )
+    # Not running: a disk workspace cannot be asked, so destroy needs --force.
+    assert_error(run_cli(capsys, *sd, "destroy"), 13, "reads only from the running guest")
+    assert run_cli(capsys, *sd, "destroy", "--force").code == 0
