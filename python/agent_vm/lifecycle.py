@@ -386,21 +386,10 @@ def _boot(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
             accel="tcg",
         )
         rt, stages = _spawn_and_wait(ctx, vm, cfg, rt, runner, accelerator="tcg")
-    # With virtiofs the runner stays QEMU's parent; from here on the pid we
-    # supervise is QEMU's own.
-    qpid = readiness.qemu_pid(vm)
-    if qpid is not None and qpid != rt.pid and procs.is_alive(qpid):
-        rt = rt.model_copy(update={"pid": qpid, "pid_start_time": procs.start_time(qpid)})
+    rt = readiness.adopt_qemu_pid(vm, rt)
     rt = state.running(rt, vm.name, [*rt.stages, *stages])
     store.save(vm.runtime, rt)
-    total = sum(s.seconds for s in rt.stages)
-    emit(
-        EventKind.VM_STARTED,
-        f"VM {vm.name} is ready ({total:.1f}s)",
-        severity=Severity.NOTICE,
-        vm=vm.name,
-        stages=[s.model_dump() for s in rt.stages],
-    )
+    readiness.report_ready(vm, rt, "is ready")
     return rt
 
 
@@ -704,12 +693,5 @@ def _resume_locked(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Run
             store.save(vm.runtime, state.failed(current, vm.name, reason))
         raise
     store.save(vm.runtime, rt)
-    total = sum(s.seconds for s in rt.stages)
-    emit(
-        EventKind.VM_STARTED,
-        f"VM {vm.name} resumed and ready ({total:.1f}s)",
-        severity=Severity.NOTICE,
-        vm=vm.name,
-        stages=[s.model_dump() for s in rt.stages],
-    )
+    readiness.report_ready(vm, rt, "resumed and ready")
     return rt

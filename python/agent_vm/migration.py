@@ -77,35 +77,36 @@ def _wait(q: Qmp, deadline: float) -> dict[str, Any]:
         time.sleep(POLL)
 
 
+def _run(q: Qmp, command: str, relative: Path, timeout: float) -> dict[str, Any]:
+    """Set the capabilities, start `command` (migrate or migrate-incoming)
+    on the file and wait for its end; a QMP error is a failed migration."""
+    try:
+        _set_capabilities(q)
+        q.execute(command, uri=f"file:{relative}")
+        return _wait(q, time.monotonic() + timeout)
+    except QmpError as exc:
+        return {"status": "failed", "error-desc": str(exc)}
+
+
+def _why(info: dict[str, Any]) -> str:
+    return str(info.get("error-desc", info["status"]))
+
+
 def save(q: Qmp, relative: Path, timeout: float) -> None:
     """Stop the guest and write its state to `relative` (in QEMU's working
     directory). On failure the guest is continued and SuspendRefused raised.
     The caller has checked `blockers` first."""
     q.execute("stop")
-    try:
-        _set_capabilities(q)
-        q.execute("migrate", uri=f"file:{relative}")
-        info = _wait(q, time.monotonic() + timeout)
-    except QmpError as exc:
-        info = {"status": "failed", "error-desc": str(exc)}
+    info = _run(q, "migrate", relative, timeout)
     if info["status"] != "completed":
         q.execute("cont")
-        raise SuspendRefused(
-            f"saving the VM failed: {info.get('error-desc', info['status'])}; it runs on"
-        )
+        raise SuspendRefused(f"saving the VM failed: {_why(info)}; it runs on")
 
 
 def load(q: Qmp, relative: Path, timeout: float) -> None:
     """Load the state a paused `-incoming defer` QEMU was started for. The
     guest stays paused: `cont` is the caller's, once it has let go of the
     snapshot."""
-    try:
-        _set_capabilities(q)
-        q.execute("migrate-incoming", uri=f"file:{relative}")
-        info = _wait(q, time.monotonic() + timeout)
-    except QmpError as exc:
-        info = {"status": "failed", "error-desc": str(exc)}
+    info = _run(q, "migrate-incoming", relative, timeout)
     if info["status"] != "completed":
-        raise GuestFailed(
-            f"QEMU could not load the snapshot: {info.get('error-desc', info['status'])}"
-        )
+        raise GuestFailed(f"QEMU could not load the snapshot: {_why(info)}")

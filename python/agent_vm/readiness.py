@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import agent_secrets, health, qmp, ssh
+from . import agent_secrets, health, procs, qmp, ssh
 from .errors import GuestFailed, StartTimeout
 from .events import REPORTER, EventKind, Severity, emit
 from .fsutil import tail
-from .models import StageTiming, VmConfig
+from .models import Runtime, StageTiming, VmConfig
 from .paths import VmPaths
 
 BACKOFF_START = 0.05
@@ -209,3 +209,23 @@ def qemu_pid(vm: VmPaths) -> int | None:
         return int(vm.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def adopt_qemu_pid(vm: VmPaths, rt: Runtime) -> Runtime:
+    """With virtiofs the runner stays QEMU's parent; once the VM is ready
+    the pid to supervise is QEMU's own (from its pidfile)."""
+    qpid = qemu_pid(vm)
+    if qpid is not None and qpid != rt.pid and procs.is_alive(qpid):
+        return rt.model_copy(update={"pid": qpid, "pid_start_time": procs.start_time(qpid)})
+    return rt
+
+
+def report_ready(vm: VmPaths, rt: Runtime, what: str) -> None:
+    total = sum(s.seconds for s in rt.stages)
+    emit(
+        EventKind.VM_STARTED,
+        f"VM {vm.name} {what} ({total:.1f}s)",
+        severity=Severity.NOTICE,
+        vm=vm.name,
+        stages=[s.model_dump() for s in rt.stages],
+    )

@@ -45,9 +45,11 @@ def supervise(ctx: Context, vm: VmPaths, timeouts: lifecycle.StopTimeouts | None
     with ctx.lock(vm.name, wait=STOP_SETTLE):
         current = store.load_runtime(vm)
         if current.pid != rt.pid or current.state != VmState.RUNNING:
-            # Someone stopped (or restarted) the VM deliberately: not a failure.
-            sdnotify.notify(stopping="1", status=f"VM {vm.name} was stopped")
-            emit(EventKind.VM_STOPPED, f"VM {vm.name} was stopped; supervision ends", vm=vm.name)
+            # Someone stopped, suspended (or restarted) the VM deliberately:
+            # not a failure, so systemd does not restart (or resume) it.
+            how = "suspended" if current.state == VmState.SUSPENDED else "stopped"
+            sdnotify.notify(stopping="1", status=f"VM {vm.name} was {how}")
+            emit(EventKind.VM_STOPPED, f"VM {vm.name} was {how}; supervision ends", vm=vm.name)
             return
         reason = "QEMU exited while the VM was supervised"
         store.save(vm.runtime, state.failed(current, vm.name, reason))

@@ -168,10 +168,7 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
             if isinstance(exc, QmpError):
                 raise GuestFailed(f"resuming VM {vm.name} failed: {exc}") from None
         raise
-    qpid = readiness.qemu_pid(vm)
-    if qpid is not None and qpid != rt.pid and procs.is_alive(qpid):
-        rt = rt.model_copy(update={"pid": qpid, "pid_start_time": procs.start_time(qpid)})
-    return state.running(rt, vm.name, stages)
+    return state.running(readiness.adopt_qemu_pid(vm, rt), vm.name, stages)
 
 
 class _ClockSetter(threading.Thread):

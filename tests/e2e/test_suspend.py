@@ -1,7 +1,9 @@
-"""Suspend and resume on a real VM (one boot): a process keeps running with
+"""Suspend and resume on a real VM (two boots): a process keeps running with
 its pid, files and the clock are right, SSH (pinned key) and the agent
 answer; the snapshot is private; a snapshot whose disk was touched is
-refused; stop discards it; destroy removes everything."""
+refused; stop discards it. Then the disk workspace: the agent's commit comes
+out only as a verified bundle, destroy refuses until the repository has it,
+and nothing of the workspace is a file on the host."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import stat
 import time
 from pathlib import Path
 
-from harness import Cli, processes_under
+from harness import Cli, git, processes_under
 
 # A counter that writes the guest's time each second to the guest disk.
 COUNTER = (
@@ -76,9 +78,33 @@ def test_suspend_and_resume(cli: Cli, repo: Path) -> None:
     assert status(cli, repo)["state"] == "suspended"
     assert processes_under(vm) == []
 
-    # stop discards it; destroy removes the rest.
+    # stop discards it.
     cli("stop", cwd=repo)
     assert status(cli, repo)["state"] == "stopped"
     assert not any((vm / f).exists() for f in ("snapshot.json", "snapshot.vmstate", "memory.ram"))
-    cli("destroy", "--force", cwd=repo)
+
+    # The disk workspace: the agent's commit leaves only as a bundle the
+    # host verifies; destroy refuses while the repository lacks it.
+    cli("start", cwd=repo)
+    guest(
+        cli,
+        repo,
+        "cd /workspace && echo agent > work && git add work && "
+        "git -c user.name=a -c user.email=a@b commit -qm 'agent work'",
+    )
+    agent_commit = guest(cli, repo, "git -C /workspace rev-parse HEAD").strip()
+    refused = cli("destroy", cwd=repo, check=False)
+    assert refused.returncode == 13, refused
+    assert "ref(s) whose commits are not in" in refused.stderr
+    private = vm / "bundle" / "git"
+    assert git(repo, "--git-dir", str(private), "cat-file", "-t", agent_commit).strip() == "commit"
+    # Nothing of the workspace is a file on the host: no clone, no checkout.
+    assert not (vm / "workspace").exists()
+    assert [p for p in vm.rglob("work") if p.is_file()] == []
+    assert [p for p in vm.rglob("README")] == []
+    # What `pull` does through the quarantine (issue 9): from the verified
+    # private git dir into the repository. Then nothing would be lost.
+    git(repo, "fetch", "-q", str(private), f"{agent_commit}:refs/heads/agent")
+    cli("destroy", cwd=repo)
     assert not vm.exists()
+    assert processes_under(cli.state_dir) == []

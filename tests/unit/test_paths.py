@@ -37,17 +37,23 @@ def test_layout_matches_the_architecture_doc(tmp_path: Path) -> None:
         "runner_link": "runner",
         "runner": "runner/bin/run-agent-vm",
         "workspace": "workspace",
+        "workspace_disk": "workspace.qcow2",
+        "memory_file": "memory.ram",
+        "snapshot_state": "snapshot.vmstate",
+        "snapshot_meta": "snapshot.json",
+        "guest_agent_socket": "qga.sock",
     }
     for attr, rel in expected.items():
         assert getattr(vm, attr) == d / rel, attr
     # The runtime files the lib's statePaths also names (tests/nix/test_lib_eval.py).
-    assert vm.sockets == (d / "qmp.sock", d / "console.sock")
+    assert vm.sockets == (d / "qmp.sock", d / "console.sock", d / "qga.sock")
     d.mkdir(parents=True)
     for tag in ("workspace", "nix-store"):
         (d / f"virtiofs-{tag}.sock").touch()
     assert vm.sockets == (
         d / "qmp.sock",
         d / "console.sock",
+        d / "qga.sock",
         d / "virtiofs-nix-store.sock",
         d / "virtiofs-workspace.sock",
     )
@@ -59,8 +65,18 @@ def test_layout_matches_the_architecture_doc(tmp_path: Path) -> None:
         "known_hosts",
         "disk.qcow2",
         "events.log",
+        "workspace.qcow2",
+        "memory.ram",
+        "snapshot.vmstate",
+        "snapshot.json",
+        "qga.sock",
     ):
         assert rel in arch
+    # The VM's disks a snapshot belongs to: those that exist.
+    assert vm.disks == ()
+    vm.disk.touch()
+    vm.workspace_disk.touch()
+    assert vm.disks == (d / "disk.qcow2", d / "workspace.qcow2")
 
 
 def test_default_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
