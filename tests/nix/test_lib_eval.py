@@ -1102,3 +1102,55 @@ def test_read_params_refuses_an_unknown_workspace_mode(expr_file: Path, tmp_path
             "params",
             paramsFile=write_params(tmp_path, params("/s", workspaceMode="tmpfs")),
         )
+
+
+# --- runnerScript: a resume -------------------------------------------------------------------
+
+
+def test_a_resume_starts_qemu_waiting_for_the_saved_state(expr_file: Path, tmp_path: Path) -> None:
+    """AGENT_VM_INCOMING=defer: `-incoming defer` after the accelerator, and
+    the RAM file the state was saved with is kept; a boot starts from a
+    fresh RAM file."""
+    state = tmp_path / HOSTILE_STATE
+    p = params(state)
+    state.mkdir(parents=True)
+    (state / "disk.qcow2").write_bytes(b"saved disk")
+    (state / "memory.ram").write_bytes(b"saved RAM")
+    env = {"AGENT_VM_INCOMING": "defer"}
+    res, log, _ = run_runner(expr_file, tmp_path, p, accel="tcg", extra_env=env)
+    assert res.returncode == 0, res.stderr
+    argv = (log / "qemu.argv").read_text().splitlines()
+    assert argv == [*qemu_args(expr_file, tmp_path, p), "-accel", "tcg", "-incoming", "defer"]
+    assert (state / "memory.ram").read_bytes() == b"saved RAM"
+    assert (state / "disk.qcow2").read_bytes() == b"saved disk"  # not made anew
+    res, log, _ = run_runner(expr_file, tmp_path, p, accel="tcg")
+    assert res.returncode == 0, res.stderr
+    assert "-incoming" not in (log / "qemu.argv").read_text().splitlines()
+    assert not (state / "memory.ram").exists()
+
+
+def test_a_resume_without_its_disk_or_with_a_bad_value_is_refused(
+    expr_file: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "vm"
+    p = params(state)
+    res, log, _ = run_runner(expr_file, tmp_path, p, extra_env={"AGENT_VM_INCOMING": "defer"})
+    assert res.returncode == 1 and "cannot resume" in res.stderr and "is missing" in res.stderr
+    assert not (state / "disk.qcow2").exists()  # never made up for a resume
+    assert not (log / "qemu.argv").exists()
+    res, log, _ = run_runner(expr_file, tmp_path, p, extra_env={"AGENT_VM_INCOMING": "tcp:0:4444"})
+    assert res.returncode == 2 and "AGENT_VM_INCOMING must be empty or defer" in res.stderr
+    assert not (log / "qemu.argv").exists()
+
+
+def test_the_workspace_disk_must_exist(expr_file: Path, tmp_path: Path) -> None:
+    """The CLI makes it at create; the runner never makes an empty one."""
+    state = tmp_path / "vm"
+    p = params(state, workspaceMode="disk")
+    res, log, _ = run_runner(expr_file, tmp_path, p, accel="tcg")
+    assert res.returncode == 1 and "workspace disk" in res.stderr
+    assert not (log / "qemu.argv").exists()
+    (state / "workspace.qcow2").write_bytes(b"made at create")
+    res, log, _ = run_runner(expr_file, tmp_path, p, accel="tcg")
+    assert res.returncode == 0, res.stderr
+    assert (state / "workspace.qcow2").read_bytes() == b"made at create"
