@@ -682,6 +682,9 @@ def resume(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
 def _resume_locked(ctx: Context, vm: VmPaths, cfg: VmConfig, rt: Runtime) -> Runtime:
     snap = snapshot.load(vm)
     snapshot.check(vm, snap)
+    if cfg.network == Network.ALLOW:
+        # The runner starts the egress proxy again, from this configuration.
+        egress_setup.prepare(vm.dir, cfg, ctx.layout.root)
     try:
         rt = suspension.restore(vm, cfg, rt, snap, ctx.timeout)
     except BaseException as exc:

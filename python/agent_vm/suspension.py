@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import guestclock, migration, procs, readiness, snapshot, state, store, tools
+from .egress import process as egress_process
 from .errors import GuestFailed, StopFailed
 from .events import EventKind, Severity, emit, warn
 from .models import Runtime, Snapshot, StageTiming, VmConfig
@@ -83,6 +84,9 @@ def save(vm: VmPaths, cfg: VmConfig, rt: Runtime) -> tuple[Runtime, Snapshot]:
         pid, start_t, vm.dir, grace_term=5.0
     ):
         raise StopFailed(f"QEMU (pid {pid}) survived SIGKILL after saving the VM")
+    # The runner stops the egress proxy with QEMU; this is for one that
+    # outlived it. A resume's runner starts a new one.
+    egress_process.stop(vm.dir)
     _cleanup_runtime_files(vm)
     os.rename(partial, vm.snapshot_state)
     snap = snapshot.record(vm, runner, accel, cfg.memory_mib, time.monotonic() - t0)
