@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .fsutil import connect_unix
+from .qmp import Qmp
 
 MAX_LINE = 64 * 1024
+# The QEMU chardev of the channel (lib/qemu-args.nix).
+CHARDEV = "qga"
 # guest-sync-delimited: the guest agent's answer is preceded by this byte,
 # so whatever an earlier client left unread in the channel is skipped.
 DELIMITER = b"\xff"
@@ -98,6 +101,15 @@ class _Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def agent_listening(q: Qmp) -> bool:
+    """Has the guest opened its end of the agent's channel? A guest without
+    the agent (agent-vm.resume.setClock = false) would never answer."""
+    for chardev in q.execute("query-chardev"):
+        if isinstance(chardev, dict) and chardev.get("label") == CHARDEV:
+            return bool(chardev.get("frontend-open"))
+    return False
 
 
 def set_to_host_time(path: Path, timeout: float = 10.0) -> None:

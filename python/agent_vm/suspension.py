@@ -39,7 +39,10 @@ ACCEL_ENV = "AGENT_VM_ACCEL"
 SAVE_TIMEOUT = 600.0
 QUIT_TIMEOUT = 30.0
 QMP_TIMEOUT = 30.0
-CLOCK_TIMEOUT = 15.0
+# The guest agent runs hwclock before it answers: 8-12 s seen under a loaded
+# TCG host; a guest without the agent costs a resume this long.
+CLOCK_TIMEOUT = 30.0
+AGENT_OPEN_WAIT = 3.0
 
 
 def _cleanup_runtime_files(vm: VmPaths) -> None:
@@ -150,9 +153,14 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
             )
             q.execute("cont")
             continued = True
+            # virtio-serial restores the guest's open ports in a timer that
+            # fires once the guest runs: allow it a moment.
+            seen_by = time.monotonic() + AGENT_OPEN_WAIT
+            while not (listening := guestclock.agent_listening(q)) and (time.monotonic() < seen_by):
+                time.sleep(0.05)
         # Setting the clock (the guest agent runs hwclock, seconds under
         # TCG) overlaps the SSH and agent checks; ready waits for both.
-        clock = _ClockSetter(vm)
+        clock = _ClockSetter(vm, listening)
         clock.start()
         stages += readiness.wait_guest(probe)
         stages.insert(-2, clock.join())
@@ -176,15 +184,20 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
 
 
 class _ClockSetter(threading.Thread):
-    def __init__(self, vm: VmPaths) -> None:
+    def __init__(self, vm: VmPaths, listening: bool) -> None:
         super().__init__(daemon=True)
         self.vm = vm
+        self.listening = listening
         self.error: guestclock.ClockNotSet | None = None
         self.t0 = time.monotonic()
         self.seconds = 0.0
 
     def run(self) -> None:
         try:
+            if not self.listening:
+                raise guestclock.ClockNotSet(
+                    "the guest runs no QEMU guest agent (agent-vm.resume.setClock)"
+                )
             guestclock.set_to_host_time(self.vm.guest_agent_socket, CLOCK_TIMEOUT)
         except guestclock.ClockNotSet as exc:
             self.error = exc

@@ -398,3 +398,23 @@ def test_a_refused_set_time_and_no_channel(tmp_path: Path) -> None:
 
 
 contextlib_agent = contextlib.contextmanager(agent)
+
+
+def test_whether_the_guest_agent_listens() -> None:
+    class Chardevs(FakeQmp):
+        def __init__(self, open_: bool | None) -> None:
+            super().__init__()
+            self.open_ = open_
+
+        def execute(self, command: str, **args: Any) -> Any:
+            assert command == "query-chardev"
+            devs: list[dict[str, Any]] = [{"label": "console", "frontend-open": True}]
+            if self.open_ is not None:
+                devs.append(
+                    {"label": "qga", "filename": "unix:qga.sock", "frontend-open": self.open_}
+                )
+            return devs
+
+    assert guestclock.agent_listening(Chardevs(True)) is True  # type: ignore[arg-type]
+    assert guestclock.agent_listening(Chardevs(False)) is False  # type: ignore[arg-type]
+    assert guestclock.agent_listening(Chardevs(None)) is False  # type: ignore[arg-type]
