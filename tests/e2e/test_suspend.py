@@ -107,4 +107,8 @@ def test_suspend_and_resume(cli: Cli, repo: Path) -> None:
     git(repo, "fetch", "-q", str(private), f"{agent_commit}:refs/heads/agent")
     cli("destroy", cwd=repo)
     assert not vm.exists()
+    # The runner shell ends a moment after its QEMU.
+    deadline = time.monotonic() + 10
+    while processes_under(cli.state_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert processes_under(cli.state_dir) == []
