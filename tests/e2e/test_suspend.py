@@ -52,8 +52,9 @@ def test_suspend_and_resume(cli: Cli, repo: Path) -> None:
     time.sleep(6)
     cli("resume", cwd=repo)
     st = status(cli, repo)
-    assert st["state"] == "running"
-    assert st["ssh_reachable"] is True and st["agent_reachable"] is True
+    assert st["state"] == "running" and st["agent_reachable"] is True
+    # SSH with the pinned host key: every `shell` below (status's own probe
+    # gives a login 3 s, which a loaded TCG host can exceed).
     assert [s["stage"] for s in st["stages"]] == ["qemu", "restore", "clock", "ssh", "agent"]
     assert not (vm / "snapshot.json").exists()  # used once, then gone
 
