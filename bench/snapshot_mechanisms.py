@@ -89,6 +89,21 @@ def wait_qmp(path: Path, proc: subprocess.Popen[bytes]) -> Qmp:
         time.sleep(0.01)
 
 
+def anonymous_ram(argv: list[str]) -> list[str]:
+    """The same VM with QEMU's default RAM (anonymous memory, no file)."""
+    out = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "-object":
+            skip = True
+            continue
+        out.append(a.replace(",memory-backend=mem", ""))
+    return out
+
+
 def qemu_argv(guest: Path, d: Path, memory: int, incoming: bool) -> list[str]:
     argv = [
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
@@ -113,9 +128,9 @@ def qemu_argv(guest: Path, d: Path, memory: int, incoming: bool) -> list[str]:
 PORT = 2299
 
 
-def ssh_ok(d: Path) -> bool:
+def ssh_ok(d: Path, port: int = PORT) -> bool:
     argv = [
-        "ssh", "-i", f"{d}/id", "-p", str(PORT), "-o", "StrictHostKeyChecking=no",
+        "ssh", "-i", f"{d}/id", "-p", str(port), "-o", "StrictHostKeyChecking=no",
         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
         "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "dev@127.0.0.1", "true",
     ]  # fmt: skip
@@ -191,10 +206,74 @@ MECHANISMS: dict[str, dict[str, bool]] = {
 }
 
 
+def compare_ram(guest: Path, memory: int) -> dict[str, float]:
+    """Boot the guest twice side by side, RAM in a file and anonymous RAM:
+    seconds to the first SSH login, then seconds for the guest to write
+    512 MiB to its /dev/shm (memory it has never touched)."""
+    results: dict[str, float] = {}
+    procs: dict[str, tuple[subprocess.Popen[bytes], Path, int, float]] = {}
+    dirs = []
+    try:
+        for i, kind in enumerate(("file", "anonymous")):
+            d = Path(tempfile.mkdtemp(prefix=f"agent-vm-ram-{kind}-"))
+            dirs.append(d)
+            prepare(guest, d)
+            port = PORT + 1 + i
+            argv = [
+                a.replace(f"127.0.0.1:{PORT}-", f"127.0.0.1:{port}-")
+                for a in qemu_argv(guest, d, memory, incoming=False)
+            ]
+            argv = argv if kind == "file" else anonymous_ram(argv)
+            procs[kind] = (subprocess.Popen(argv), d, port, time.perf_counter())
+        pending = dict(procs)
+        while pending:
+            for kind, (proc, d, port, t0) in list(pending.items()):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"QEMU ({kind}) exited")
+                if ssh_ok(d, port):
+                    results[f"{kind}_boot_to_ssh"] = time.perf_counter() - t0
+                    del pending[kind]
+            time.sleep(0.05)
+        for kind, (_, d, port, _) in procs.items():
+            argv = [
+                "ssh", "-i", f"{d}/id", "-p", str(port), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                "-o", "LogLevel=ERROR", "dev@127.0.0.1",
+                "t0=$(date +%s%N); sudo dd if=/dev/zero of=/dev/shm/x bs=1M count=512"
+                " status=none; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 ))",
+            ]  # fmt: skip
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            results[f"{kind}_write_512mib"] = int(out.strip()) / 1000
+    finally:
+        for proc, _, _, _ in procs.values():
+            proc.kill()
+            proc.wait()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    return results
+
+
+def prepare(guest: Path, d: Path) -> None:
+    for key in ("id", "hostkey"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/{key}"], check=True
+        )
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", f"{guest}/rootfs.raw", "-F", "raw",
+         f"{d}/disk.qcow2"],
+        check=True,
+    )  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--memory", type=int, default=2048)
     ap.add_argument("--guest", help="test guest dir (default: build-guest.sh's)")
+    ap.add_argument(
+        "--compare-ram",
+        action="store_true",
+        help="only boot the guest with its RAM in a file and with anonymous RAM, side by side",
+    )
     a = ap.parse_args()
     guest = Path(
         a.guest
@@ -205,19 +284,15 @@ def main() -> int:
             text=True,
         ).stdout.split()[-1]
     )
+    if a.compare_ram:
+        json.dump(compare_ram(guest, a.memory), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     d = Path(tempfile.mkdtemp(prefix="agent-vm-snapbench-"))
     results: dict[str, Any] = {"memory_mib": a.memory}
     proc: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/id"], check=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/hostkey"], check=True
-        )
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", f"{guest}/rootfs.raw", "-F", "raw",
-             f"{d}/disk.qcow2"],
-            check=True,
-        )  # fmt: skip
+        prepare(guest, d)
         t0 = time.perf_counter()
         proc = subprocess.Popen(qemu_argv(guest, d, a.memory, incoming=False))
         results["cold_to_ssh"] = until_ssh(d, proc, t0)
