@@ -651,7 +651,7 @@ def _discard_snapshot(vm: VmPaths, why: str) -> None:
 
 def suspend(ctx: Context, vm: VmPaths) -> Snapshot:
     """Save the running VM (memory, devices) beside its disks and stop QEMU."""
-    with ctx.lock(vm.name):
+    with diskspace.guard(ctx.layout.root), ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)
@@ -666,7 +666,7 @@ def suspend(ctx: Context, vm: VmPaths) -> Snapshot:
 
 def resume(ctx: Context, vm: VmPaths) -> tuple[VmConfig, Runtime]:
     """Continue a suspended VM where it was (start does the same for one)."""
-    with ctx.lock(vm.name):
+    with diskspace.guard(ctx.layout.root), ctx.lock(vm.name):
         _attach(ctx, vm.name)
         cfg = store.load_config(vm)
         rt = store.load_runtime(vm)

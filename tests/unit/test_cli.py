@@ -597,6 +597,8 @@ def test_a_tag_named_like_the_current_branch_changes_nothing(
     assert res.code == 0, res.err
     assert json.loads(res.out)["branch"] == "main"
     assert_error(run_cli(capsys, "--state-dir", str(state), "create"), 4, "already exists")
+
+
 def test_suspend_resume_and_the_workspace_mode(
     capsys: pytest.CaptureFixture[str], state: Path, repo: Path
 ) -> None:
