@@ -149,11 +149,6 @@ def _check_port_flags(*pairs: tuple[str, int | None]) -> None:
 def create(ctx: Context, opts: CreateOptions) -> VmConfig:
     settings = _settings({}, opts.settings)
     _check_port_flags(("--port", opts.port), ("--ssh-port", opts.ssh_port))
-    shared = (
-        None if opts.workspace is None else check_workspace_dir(opts.workspace, ctx.layout.root)
-    )
-    allow = list(DEFAULT_ALLOW) if opts.allow is None else opts.allow
-    allow = egress_setup.check_patterns(allow, "--allow")
     disk_mode = settings.workspace_mode == WorkspaceMode.DISK
     if opts.workspace is not None and disk_mode:
         raise InvalidInput(
@@ -161,6 +156,11 @@ def create(ctx: Context, opts: CreateOptions) -> VmConfig:
             "puts the workspace on a disk of the VM's own",
             hint="give one or the other",
         )
+    shared = (
+        None if opts.workspace is None else check_workspace_dir(opts.workspace, ctx.layout.root)
+    )
+    allow = list(DEFAULT_ALLOW) if opts.allow is None else opts.allow
+    allow = egress_setup.check_patterns(allow, "--allow")
     repo = gitops.repo_root(ctx.cwd)
     checkout = gitops.resolve(repo, opts.branch)
     name = vm_name(str(repo), checkout.branch)

@@ -180,6 +180,10 @@ def run_to_file(
     """Run with stdout into the new file `out` (0600). A process that writes
     more than `limit` bytes or runs past `timeout` is killed. Returns the
     exit code, stderr's last KiB, and whether it stayed within both."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     cmd = resolve(argv[0])[list(argv[1:])]
     proc = cmd.popen(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err: list[bytes] = []
