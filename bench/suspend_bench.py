@@ -151,7 +151,7 @@ def main() -> None:
                     "--",
                     "sh",
                     "-c",
-                    f"sudo dd if=/dev/urandom of=/dev/shm/fill-{extra} bs=1M count={extra // 2}"
+                    f"dd if=/dev/urandom of=/dev/shm/fill-{extra} bs=1M count={extra // 2}"
                     " status=none",
                     cwd=repo,
                 )
