@@ -52,6 +52,7 @@ def test_create_makes_the_workspace_disk_and_nothing_of_it_on_the_host(ctx: Cont
     # Only the disk: no clone, raw image or temp dir stays behind.
     assert sorted(p.name for p in vm.dir.iterdir()) == [
         "events.log",
+        "secrets",
         "ssh",
         "vm.json",
         "workspace.qcow2",
