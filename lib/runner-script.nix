@@ -204,8 +204,9 @@ in
       esac
       # A resume: QEMU starts paused and waits for the CLI to load the saved
       # state over QMP (migrate-incoming), after setting the capabilities
-      # the state was saved with.
-      [ -z "$incoming" ] || set -- "$@" -incoming defer
+      # the state was saved with. It continues the same boot, so the serial
+      # log goes on where it stopped instead of starting afresh.
+      [ -z "$incoming" ] || set -- "$@" -incoming defer -set chardev.console.logappend=on
     ''
     + startEngine
     + (

@@ -65,7 +65,7 @@ def report(
             )
         head = snap.require_head()
         head_tree = q.tree_of(head)
-        tree = q.worktree_tree(snap.work_tree, head) if snap.work_tree else head_tree
+        tree = q.files_tree(snap, head)
         rep = DiffReport(
             vm=vm.name,
             branch=cfg.branch,

@@ -178,6 +178,12 @@ def reachable(repo: Path, commits: Sequence[str]) -> set[str]:
     return set(present) - set(unreachable.stdout.split())
 
 
+def pack_objects(repo: Path, base: Path, ids: IO[bytes]) -> str:
+    """Pack the objects `ids` lists (one a line) from `repo` into
+    `<base>-<name>.pack`; returns the name."""
+    return _git(repo, "pack-objects", "-q", str(base), stdin=ids).stdout.strip()
+
+
 def ref_tips(repo: Path) -> list[str]:
     """The object ids every ref of `repo` points at."""
     res = _ask(repo, "for-each-ref", "--format=%(objectname)")

@@ -28,7 +28,6 @@ from . import (
     agent_secrets,
     diskspace,
     gitops,
-    guestbundle,
     keys,
     nixbuild,
     ownership,
@@ -499,14 +498,13 @@ def destroy(ctx: Context, vm: VmPaths, force: bool = False) -> None:
                 raise
             rt = _runtime_from_pidfile(vm)
         check = cfg is not None and cfg.workspace_owned and not force
-        if check and cfg is not None and cfg.workspace_mode == WorkspaceMode.DISK:
-            guestbundle.refuse_unsaved(vm, cfg, rt, state.alive(rt, vm.dir))
-        elif check and cfg is not None:
+        if check and cfg is not None:
             unsaved.refuse_if_unsaved(ctx.layout, vm, cfg)
         if state.alive(rt, vm.dir):
             _stop_locked(vm, cfg, rt, StopTimeouts())
+            # What the guest wrote until it stopped (a disk workspace is read
+            # only from the running guest: its check above is the last).
             if check and cfg is not None and cfg.workspace_mode != WorkspaceMode.DISK:
-                # what the guest wrote until it stopped
                 unsaved.refuse_if_unsaved(ctx.layout, vm, cfg)
         shutil.rmtree(vm.dir, onerror=_force_remove)
         if os.path.lexists(vm.dir):
@@ -660,7 +658,7 @@ def suspend(ctx: Context, vm: VmPaths) -> Snapshot:
         if rt.state != VmState.RUNNING or not state.alive(rt, vm.dir):
             current, _ = state.effective(rt, vm.dir, ctx.layout.vm_lock(vm.name))
             raise NotRunning(f"VM {vm.name} is {current.value}, not running")
-        _, snap = suspension.save(vm, cfg, rt)
+        _, snap = suspension.save(vm, cfg, rt, ctx.layout.quarantine_lock(vm.name))
         return snap
 
 

@@ -248,6 +248,12 @@ class Snapshot(_Strict):
     accel: Literal["kvm", "tcg"]
     memory_mib: int
     disks: list[DiskStamp]
+    workspace: dict[str, str] | None = Field(
+        default=None,
+        description="A disk workspace's refs as the guest's bundle named them when it was "
+        "suspended (ids checked; the objects are in the quarantine): diff, pull and destroy "
+        "read it while the guest cannot change anything",
+    )
 
 
 class _Camel(_Strict):

@@ -74,7 +74,7 @@ def pull(
             warn(f"VM {vm.name}'s workspace: {sanitize.text(problem)}", vm=vm.name)
         head = snap.require_head()
         head_tree = q.tree_of(head)
-        tree = q.worktree_tree(snap.work_tree, head) if snap.work_tree else head_tree
+        tree = q.files_tree(snap, head)
         changed = q.changed_files(head_tree, tree)
         tip, snapshot = head, None
         if include_uncommitted and changed:

@@ -24,9 +24,11 @@ is refused, never followed. Every git run here has a scrubbed environment
 (`env -i`: no inherited GIT_*, no system or global config, an empty HOME)
 and the settings in `SETTINGS` on its command line.
 
-Where the objects and refs come from is a `Source`: `ShareSource` reads the
-shared workspace directory; `BundleSource` takes a bundle the guest made
-(for a workspace on the guest's own disk, fetched over SSH).
+Where the objects and refs come from is a `Source` (`source_for` picks it):
+`ShareSource` reads the shared workspace directory; `BundleSource` takes a
+bundle the guest made of a workspace on its own disk (`--workspace-mode
+disk`; guestbundle.py carries it over SSH); `RecordedSource` is what that
+bundle said when the VM was suspended.
 """
 
 from __future__ import annotations
@@ -36,15 +38,15 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from . import gitdata, gitops, tools
-from .errors import GitError
+from . import gitdata, gitops, guestbundle, snapshot, state, store, tools
+from .errors import GitError, NotRunning
 from .fsutil import ensure_private_dir, file_lock
-from .models import VmConfig
+from .models import VmConfig, VmState, WorkspaceMode
 from .paths import VmPaths
 
 # Settings on every quarantine git's command line. They win over any
@@ -261,6 +263,28 @@ class Quarantine:
     def empty_tree(self) -> str:
         return self.git("hash-object", "-t", "tree", "/dev/null").stdout.strip()
 
+    def files_tree(self, snap: Snapshot, head: str | None) -> str:
+        """The tree of the workspace's files (uncommitted ones too): read
+        from its work tree, carried by a bundle, or else HEAD's."""
+        if snap.work_tree is not None:
+            return self.worktree_tree(snap.work_tree, head)
+        return snap.files if snap.files is not None else self.tree_of(head)
+
+    def import_commit(self, repo: Path, commit: str) -> None:
+        """`commit` and its tree, without history, from the source repository
+        (trusted): the prerequisite of a guest's bundle."""
+        if self.object_types([commit]):
+            return
+        ids = gitops.in_source(
+            repo, "rev-list", "--objects", "--no-object-names", "--no-walk", commit
+        )
+        with tempfile.TemporaryDirectory(dir=self.root) as tmp, tempfile.TemporaryFile() as f:
+            f.write(ids.stdout.encode())
+            f.seek(0)
+            name = gitops.pack_objects(repo, Path(tmp) / "base", f)
+            with open(Path(tmp) / f"base-{name}.pack", "rb") as pack:
+                self.git("index-pack", "--stdin", stdin=pack)
+
     def worktree_tree(self, work_tree: Path, head: str | None) -> str:
         """The tree of everything in `work_tree` (tracked or not, ignored files
         left out), built on a temporary index made from `head`.
@@ -296,6 +320,7 @@ class Snapshot:
     shallow: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)  # what could not be verified
     work_tree: Path | None = None  # where the files are, when there are any
+    files: str | None = None  # or the tree of them a bundle carried
 
     head_missing: bool = False  # HEAD names a commit the objects lack
 
@@ -426,31 +451,109 @@ class ShareSource:
 
 
 class BundleSource:
-    """A bundle the guest made (`git bundle create … --all`), brought to a
-    file of ours: verified and unpacked by the quarantine's git, its ref
-    list parsed as data. No work tree: only commits travel this way."""
+    """The workspace on the guest's own disk (`--workspace-mode disk`): a
+    bundle the guest made (guestbundle.py carries it into `fetch`'s file),
+    verified and unpacked by the quarantine's git, its ref list parsed as
+    data. The bundle's prerequisite, the base commit, comes from the source
+    repository (trusted). The files travel as a commit of the work tree
+    (guestbundle.WORKTREE_REF); `refs` keeps the ref list once loaded (what
+    a suspend records, see `record`)."""
 
-    def __init__(self, bundle: Path) -> None:
-        self.bundle = bundle
+    def __init__(self, fetch: Callable[[Path], bool], repo: Path, base: str) -> None:
+        self.fetch = fetch  # writes the bundle into the file; False: nothing new
+        self.repo = repo
+        self.base = base
+        self.refs: dict[str, str] = {}
 
     def load(self, q: Quarantine) -> Snapshot:
-        verify = q.git("bundle", "verify", "--quiet", str(self.bundle), check=False)
-        if not verify.ok:
-            why = (verify.stderr.strip().splitlines() or ["it does not verify"])[-1]
-            raise Unreadable(f"the bundle {self.bundle} is refused: {why}")
-        listed = q.git("bundle", "unbundle", str(self.bundle)).stdout
-        snap = Snapshot()
+        q.import_commit(self.repo, self.base)
+        bundle = q.root / "guest.bundle"
+        bundle.unlink(missing_ok=True)
+        try:
+            if not self.fetch(bundle):
+                return _from_bundle_refs(q, {}, self.base)
+            verify = q.git("bundle", "verify", "--quiet", str(bundle), check=False)
+            if not verify.ok:
+                why = (verify.stderr.strip().splitlines() or ["it does not verify"])[-1]
+                raise Unreadable(f"the guest's bundle is refused: {why}")
+            listed = q.git("bundle", "unbundle", str(bundle)).stdout
+        finally:
+            bundle.unlink(missing_ok=True)
+        problems: list[str] = []
         for line in listed.splitlines():
             oid, _, name = line.partition(" ")
             if not gitdata.is_object_id(oid, q.object_format):
-                snap.problems.append(f"malformed line in the bundle's ref list: {line!r}")
-            elif name == "HEAD":
-                snap.head = oid
-            elif gitdata.is_valid_ref_name(name):
-                snap.refs[name] = oid
+                problems.append(f"malformed line in the bundle's ref list: {line!r}")
+            elif name == "HEAD" or gitdata.is_valid_ref_name(name):
+                self.refs[name] = oid
             else:
-                snap.problems.append(f"malformed ref {name!r} in the bundle")
+                problems.append(f"malformed ref {name!r} in the bundle")
+        snap = _from_bundle_refs(q, self.refs, self.base)
+        snap.problems += problems
         return snap
+
+
+class RecordedSource:
+    """A suspended disk-mode VM: the ref list its guest's bundle gave when it
+    was suspended (models.Snapshot.workspace); the objects are in the
+    quarantine since. The guest cannot have changed anything since."""
+
+    def __init__(self, refs: Mapping[str, str], repo: Path, base: str) -> None:
+        self.refs = dict(refs)
+        self.repo = repo
+        self.base = base
+
+    def load(self, q: Quarantine) -> Snapshot:
+        q.import_commit(self.repo, self.base)
+        return _from_bundle_refs(q, self.refs, self.base)
+
+
+def _from_bundle_refs(q: Quarantine, refs: Mapping[str, str], base: str) -> Snapshot:
+    """A bundle's refs as a Snapshot. No refs: nothing beyond the base. A
+    bundle names no symbolic HEAD: its branch is the one branch at HEAD's
+    commit, if only one is."""
+    snap = Snapshot(head=refs.get("HEAD", base if not refs else None))
+    for name, oid in refs.items():
+        if name == guestbundle.WORKTREE_REF:
+            snap.files = q.tree_of(oid)
+        elif name.startswith(guestbundle.REFLOG_PREFIX):
+            snap.reflogs.setdefault("guest", set()).add(oid)
+        elif name != "HEAD":
+            snap.refs[name] = oid
+    at_head = [n for n, i in snap.refs.items() if n.startswith("refs/heads/") and i == snap.head]
+    snap.head_ref = at_head[0] if len(at_head) == 1 else None
+    return snap
+
+
+def source_for(vm: VmPaths, cfg: VmConfig) -> Source:
+    """Where this VM's workspace is read from: its shared directory; for a
+    disk workspace, the running guest, or what it held when suspended."""
+    if cfg.workspace_mode != WorkspaceMode.DISK:
+        return ShareSource(Path(cfg.workspace))
+    rt = store.load_runtime(vm)
+    if rt.state == VmState.RUNNING and state.alive(rt, vm.dir):
+        port = rt.ssh_port or cfg.ssh_port
+        return BundleSource(
+            lambda dest: guestbundle.fetch(vm, cfg, port, dest), Path(cfg.repo), cfg.commit
+        )
+    if rt.state == VmState.SUSPENDED and snapshot.exists(vm):
+        recorded = snapshot.load(vm).workspace
+        if recorded is not None:
+            return RecordedSource(recorded, Path(cfg.repo), cfg.commit)
+    raise NotRunning(
+        f"VM {vm.name} is {rt.state.value}, and its workspace is on its own disk, "
+        "which agent-vm reads only through the running guest",
+        hint=f"'agent-vm start {vm.name}' first",
+    )
+
+
+def record(vm: VmPaths, lock: Path, cfg: VmConfig) -> dict[str, str]:
+    """Read a running disk-mode VM's workspace into its quarantine and return
+    the bundle's ref list, for the snapshot a suspend is about to take."""
+    source = source_for(vm, cfg)
+    assert isinstance(source, BundleSource)
+    with opened(vm, lock, cfg, source):
+        return dict(source.refs)
 
 
 def _read_git_dir(gd: _Dir, fmt: str) -> Snapshot:
@@ -674,7 +777,7 @@ def opened(
     with file_lock(lock, f"the quarantine of VM {vm.name}", wait=60.0):
         q.ensure()
         try:
-            snap = (source or ShareSource(Path(cfg.workspace))).load(q)
+            snap = (source or source_for(vm, cfg)).load(q)
         except Unreadable as exc:
             raise GitError(
                 f"VM {vm.name}'s workspace cannot be read safely: {exc}",

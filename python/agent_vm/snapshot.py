@@ -66,9 +66,18 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def record(vm: VmPaths, runner: str, accel: str, memory_mib: int, seconds: float) -> Snapshot:
+def record(
+    vm: VmPaths,
+    runner: str,
+    accel: str,
+    memory_mib: int,
+    seconds: float,
+    *,
+    workspace: dict[str, str] | None = None,
+) -> Snapshot:
     """Write snapshot.json for the state QEMU just wrote and closed; the RAM
-    file's pages reach the disk first (`seconds` is the save so far)."""
+    file's pages reach the disk first (`seconds` is the save so far;
+    `workspace`: a disk workspace's refs, see models.Snapshot)."""
     t0 = time.monotonic()
     for p in (vm.snapshot_state, vm.memory_file):
         os.chmod(p, 0o600)
@@ -81,6 +90,7 @@ def record(vm: VmPaths, runner: str, accel: str, memory_mib: int, seconds: float
         accel=accel,
         memory_mib=memory_mib,
         disks=[stamp(d) for d in _stamped(vm)],
+        workspace=workspace,
     )
     store.save(vm.snapshot_meta, snap)
     return snap

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from . import guestclock, migration, procs, readiness, snapshot, state, store, tools
+from . import guestclock, migration, procs, quarantine, readiness, snapshot, state, store, tools
 from .egress import process as egress_process
-from .errors import GuestFailed, StopFailed
+from .errors import CommandFailed, GitError, GuestFailed, StopFailed
 from .events import EventKind, Severity, emit, warn
-from .models import Runtime, Snapshot, StageTiming, VmConfig
+from .models import Runtime, Snapshot, StageTiming, VmConfig, WorkspaceMode
 from .paths import VmPaths
 from .qmp import Qmp, QmpError
 
@@ -51,7 +51,9 @@ def _cleanup_runtime_files(vm: VmPaths) -> None:
             p.unlink()
 
 
-def save(vm: VmPaths, cfg: VmConfig, rt: Runtime) -> tuple[Runtime, Snapshot]:
+def save(
+    vm: VmPaths, cfg: VmConfig, rt: Runtime, quarantine_lock: Path
+) -> tuple[Runtime, Snapshot]:
     """Save the running VM `rt` and stop its QEMU (the caller holds the lock
     and has checked that it runs)."""
     assert rt.pid is not None and rt.pid_start_time is not None
@@ -70,6 +72,7 @@ def save(vm: VmPaths, cfg: VmConfig, rt: Runtime) -> tuple[Runtime, Snapshot]:
         if reasons:
             raise migration.refusal(reasons)
         accel = migration.accelerator(q)
+        workspace = _workspace_refs(vm, quarantine_lock, cfg)
         rt = state.suspending(rt, vm.name)
         store.save(vm.runtime, rt)
         emit(EventKind.VM_SUSPENDING, f"suspending VM {vm.name}", vm=vm.name)
@@ -92,7 +95,9 @@ def save(vm: VmPaths, cfg: VmConfig, rt: Runtime) -> tuple[Runtime, Snapshot]:
     egress_process.stop(vm.dir)
     _cleanup_runtime_files(vm)
     os.rename(partial, vm.snapshot_state)
-    snap = snapshot.record(vm, runner, accel, cfg.memory_mib, time.monotonic() - t0)
+    snap = snapshot.record(
+        vm, runner, accel, cfg.memory_mib, time.monotonic() - t0, workspace=workspace
+    )
     rt = state.suspended(rt, vm.name)
     store.save(vm.runtime, rt)
     emit(
@@ -105,6 +110,24 @@ def save(vm: VmPaths, cfg: VmConfig, rt: Runtime) -> tuple[Runtime, Snapshot]:
         seconds=snap.suspend_seconds,
     )
     return rt, snap
+
+
+def _workspace_refs(vm: VmPaths, lock: Path, cfg: VmConfig) -> dict[str, str] | None:
+    """A disk workspace is read once more just before the guest is saved, so
+    that diff, pull and destroy can read the suspended VM's work (a commit
+    made in the moment between this and the save is kept, but only a
+    resume shows it)."""
+    if cfg.workspace_mode != WorkspaceMode.DISK:
+        return None
+    try:
+        return quarantine.record(vm, lock, cfg)
+    except (GitError, CommandFailed) as exc:
+        warn(
+            f"VM {vm.name}'s workspace could not be read before the suspend ({exc.message}); "
+            "diff, pull and destroy will need it resumed",
+            vm=vm.name,
+        )
+        return None
 
 
 def _timed(stage: Literal["restore", "clock"], fn: Callable[[], None]) -> StageTiming:

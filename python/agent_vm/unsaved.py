@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import gitops, pull, quarantine
-from .errors import CommandFailed, GitError, UnsavedWork
+from .errors import CommandFailed, GitError, NotRunning, UnsavedWork
 from .models import Pull, VmConfig
 from .paths import StateLayout, VmPaths
 from .quarantine import Quarantine, Snapshot
@@ -39,7 +39,7 @@ def unsaved_work(layout: StateLayout, vm: VmPaths, cfg: VmConfig) -> list[str]:
     try:
         with quarantine.opened(vm, layout.quarantine_lock(vm.name), cfg) as (q, snap):
             return _reasons(q, snap, cfg, pull.history(vm))
-    except (GitError, CommandFailed) as exc:
+    except (GitError, CommandFailed, NotRunning) as exc:
         return [f"a repository that cannot be verified ({exc.message})"]
 
 
@@ -146,10 +146,10 @@ def _not_elsewhere(q: Quarantine, repo: Path, base: str, tips: Sequence[str]) ->
 def _uncommitted(q: Quarantine, snap: Snapshot, repo: Path, done: Sequence[Pull]) -> int:
     """How many files differ between the work tree and HEAD, unless a pull
     committed exactly this state into the source repository."""
-    if snap.work_tree is None or snap.head_missing:
+    if snap.head_missing:
         return 0
     head_tree = q.tree_of(snap.head)
-    tree = q.worktree_tree(snap.work_tree, snap.head)
+    tree = q.files_tree(snap, snap.head)
     if tree == head_tree:
         return 0
     saved = [p.commit for p in done if p.worktree_tree == tree]

@@ -1108,9 +1108,10 @@ def test_read_params_refuses_an_unknown_workspace_mode(expr_file: Path, tmp_path
 
 
 def test_a_resume_starts_qemu_waiting_for_the_saved_state(expr_file: Path, tmp_path: Path) -> None:
-    """AGENT_VM_INCOMING=defer: `-incoming defer` after the accelerator, and
-    the RAM file the state was saved with is kept; a boot starts from a
-    fresh RAM file."""
+    """AGENT_VM_INCOMING=defer: `-incoming defer` after the accelerator, the
+    serial log appended to (the same boot goes on), and the RAM file the
+    state was saved with is kept; a boot starts from a fresh RAM file and
+    a fresh serial log."""
     state = tmp_path / HOSTILE_STATE
     p = params(state)
     state.mkdir(parents=True)
@@ -1120,7 +1121,12 @@ def test_a_resume_starts_qemu_waiting_for_the_saved_state(expr_file: Path, tmp_p
     res, log, _ = run_runner(expr_file, tmp_path, p, accel="tcg", extra_env=env)
     assert res.returncode == 0, res.stderr
     argv = (log / "qemu.argv").read_text().splitlines()
-    assert argv == [*qemu_args(expr_file, tmp_path, p), "-accel", "tcg", "-incoming", "defer"]
+    boot = qemu_args(expr_file, tmp_path, p)
+    resume = ["-incoming", "defer", "-set", "chardev.console.logappend=on"]
+    assert argv == [*boot, "-accel", "tcg", *resume]
+    # The chardev -set names is the serial log's, which a boot truncates.
+    console = [a for a in boot if a.startswith("socket,id=console,")]
+    assert len(console) == 1 and console[0].endswith(",logappend=off"), console
     assert (state / "memory.ram").read_bytes() == b"saved RAM"
     assert (state / "disk.qcow2").read_bytes() == b"saved disk"  # not made anew
     res, log, _ = run_runner(expr_file, tmp_path, p, accel="tcg")

@@ -614,5 +614,5 @@ def test_suspend_resume_and_the_workspace_mode(
         "workspace mode is chosen when a VM is made",
     )
     # Not running: a disk workspace cannot be asked, so destroy needs --force.
-    assert_error(run_cli(capsys, *sd, "destroy"), 13, "reads only from the running guest")
+    assert_error(run_cli(capsys, *sd, "destroy"), 13, "reads only through the running guest")
     assert run_cli(capsys, *sd, "destroy", "--force").code == 0

@@ -5,6 +5,7 @@ tried here with real git; the markers prove nothing ran."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -342,7 +343,9 @@ def test_a_bundle_is_verified_and_its_refs_read_as_data(box: Box, tmp_path: Path
     git(box.ws, "tag", "v1")
     bundle = tmp_path / "ws.bundle"
     git(box.ws, "bundle", "create", "-q", str(bundle), "HEAD", "--all")
-    source = quarantine.BundleSource(bundle)
+    source = quarantine.BundleSource(
+        lambda dest: bool(shutil.copy(bundle, dest)), box.repo, box.cfg.commit
+    )
     with quarantine.opened(
         box.vm, box.layout.quarantine_lock(box.vm.name), box.cfg, source=source
     ) as (q, snap):
@@ -356,12 +359,14 @@ def test_a_bundle_that_does_not_verify_is_refused(box: Box, tmp_path: Path) -> N
     bundle = tmp_path / "bad.bundle"
     bundle.write_bytes(b"# v2 git bundle\n" + b"z" * 40 + b" refs/heads/x\n\nPACKjunk")
     with (
-        pytest.raises(GitError, match=r"the bundle .* is refused"),
+        pytest.raises(GitError, match=r"the guest's bundle is refused"),
         quarantine.opened(
             box.vm,
             box.layout.quarantine_lock(box.vm.name),
             box.cfg,
-            source=quarantine.BundleSource(bundle),
+            source=quarantine.BundleSource(
+                lambda dest: bool(shutil.copy(bundle, dest)), box.repo, box.cfg.commit
+            ),
         ),
     ):
         pass

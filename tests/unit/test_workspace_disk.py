@@ -1,7 +1,8 @@
 """--workspace-mode disk without a VM: the disk made at create (real git,
 mkfs.ext4, debugfs and qemu-img; read back here with debugfs, which the
-CLI itself never does), and the guest's bundle verified on the host with
-the guest's side run by a stand-in `ssh` that runs the command locally."""
+CLI itself never does), and diff, pull and destroy's check reading the
+guest's bundle through the quarantine, with the guest's side run by a
+stand-in `ssh` that runs the command locally."""
 
 from __future__ import annotations
 
@@ -10,15 +11,26 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from agent_vm import guestbundle, lifecycle, store, tools, workspace_disk
+from agent_vm import (
+    diff,
+    guestbundle,
+    lifecycle,
+    pull,
+    quarantine,
+    store,
+    tools,
+    unsaved,
+    workspace_disk,
+)
 from agent_vm.context import Context
-from agent_vm.errors import GitError, InvalidInput, UnsavedWork
+from agent_vm.errors import GitError, InvalidInput, NotRunning, UnsavedWork
 from agent_vm.lifecycle import CreateOptions
-from agent_vm.models import Runtime, VmState, WorkspaceMode
-from agent_vm.paths import StateLayout
+from agent_vm.models import Runtime, Snapshot, VmConfig, VmState, WorkspaceMode
+from agent_vm.paths import StateLayout, VmPaths
 from plumbum import local
 from unit_fakes import git, make_repo
 
@@ -96,27 +108,37 @@ def fake_ssh(tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.fixture
-def guest_ws(ctx: Context, tmp_path: Path) -> tuple[Context, Path]:
-    """A share-mode VM whose workspace dir stands in for the guest's disk."""
+def guest(
+    ctx: Context, fake_ssh: None, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Context, VmPaths, VmConfig, Path]:
+    """A VM whose workspace directory stands in for the guest's disk: the
+    quarantine reads it only through the guest's bundle (the stand-in ssh
+    runs the guest script there), as for a running disk-mode VM."""
     cfg = lifecycle.create(ctx, CreateOptions())
-    return ctx, Path(cfg.workspace)
+    vm = ctx.layout.vm(cfg.name)
+    ws = Path(cfg.workspace)
+    monkeypatch.setattr(guestbundle, "GUEST_WORKSPACE", str(ws))
+
+    def from_the_guest(vm: VmPaths, cfg: VmConfig) -> quarantine.Source:
+        return quarantine.BundleSource(
+            lambda dest: guestbundle.fetch(vm, cfg, 2222, dest), Path(cfg.repo), cfg.commit
+        )
+
+    monkeypatch.setattr(quarantine, "source_for", from_the_guest)
+    return ctx, vm, cfg, ws
 
 
-def fetch(ctx: Context, ws: Path) -> guestbundle.GuestWork:
-    vm = ctx.layout.vm(store.vm_names(ctx.layout)[0])
-    return guestbundle.fetch(vm, store.load_config(vm), 2222, mount_point=str(ws))
+def test_nothing_new_in_the_guest(guest: tuple[Context, VmPaths, VmConfig, Path]) -> None:
+    ctx, vm, cfg, _ = guest
+    assert unsaved.unsaved_work(ctx.layout, vm, cfg) == []
+    rep, patch = diff.report(ctx.layout, vm, cfg)
+    assert (rep.head, rep.commits, rep.files, patch) == (cfg.commit, [], [], b"")
 
 
-def test_nothing_new_in_the_guest(fake_ssh: None, guest_ws: tuple[Context, Path]) -> None:
-    ctx, ws = guest_ws
-    work = fetch(ctx, ws)
-    assert work.refs == {} and guestbundle.unsaved(work, ctx.cwd) == []
-
-
-def test_commits_and_uncommitted_changes_come_out_as_data(
-    fake_ssh: None, guest_ws: tuple[Context, Path]
+def test_commits_and_uncommitted_changes_come_out_through_the_quarantine(
+    guest: tuple[Context, VmPaths, VmConfig, Path],
 ) -> None:
-    ctx, ws = guest_ws
+    ctx, vm, cfg, ws = guest
     (ws / "new").write_text("agent\n")
     git(ws, "add", "new")
     git(ws, "commit", "-q", "-m", "agent work")
@@ -124,81 +146,87 @@ def test_commits_and_uncommitted_changes_come_out_as_data(
     (ws / "README").write_text("edited, not committed\n")
     index_before = (ws / ".git" / "index").read_bytes()
 
-    work = fetch(ctx, ws)
-    assert work.commits == {"refs/heads/main": agent_commit, "HEAD": agent_commit}
-    assert work.uncommitted
-    reasons = guestbundle.unsaved(work, ctx.cwd)
-    assert reasons[0] == "uncommitted changes" and "not in" in reasons[1]
+    rep, patch = diff.report(ctx.layout, vm, cfg)
+    assert [c.commit for c in rep.commits] == [agent_commit]
+    assert rep.head_ref == "refs/heads/main"
+    assert [(f.status, f.path) for f in rep.uncommitted] == [("M", "README")]
+    assert b"+edited, not committed" in patch and b"+agent" in patch
+    reasons = unsaved.unsaved_work(ctx.layout, vm, cfg)
+    assert reasons == [
+        "1 commit(s) on branch(es) main that exist nowhere else",
+        "uncommitted changes to 1 file(s)",
+    ]
     # The guest's repository is as it was: index untouched, no ref left.
     assert (ws / ".git" / "index").read_bytes() == index_before
     assert "agent-vm" not in git(ws, "for-each-ref")
-    # The objects are in the private git dir, verified.
-    vm = ctx.layout.vm(store.vm_names(ctx.layout)[0])
-    pg = guestbundle.private_git(vm)
-    assert pg.has_commit(agent_commit)
-    tree = pg.git("ls-tree", "--name-only", f"{guestbundle.GUEST_REFS}refs/agent-vm/worktree")
-    assert sorted(tree.stdout.split()) == ["README", "new"]
 
-    # Once the user's repository has the commit and the tree is clean,
-    # nothing would be lost.
-    git(ws, "checkout", "-q", "README")
-    git(ctx.cwd, "fetch", "-q", str(ws), "main:agent")
-    assert guestbundle.unsaved(fetch(ctx, ws), ctx.cwd) == []
+    pulled = pull.pull(ctx.layout, vm, cfg, include_uncommitted=True)
+    assert git(ctx.cwd, "rev-parse", "agent/main~1") == agent_commit
+    assert pulled.snapshot == git(ctx.cwd, "rev-parse", "agent/main")
+    assert git(ctx.cwd, "show", "agent/main:README") == "edited, not committed"
+    assert unsaved.unsaved_work(ctx.layout, vm, cfg) == []
+
+
+def test_a_commit_only_the_reflog_reaches_is_not_lost(
+    guest: tuple[Context, VmPaths, VmConfig, Path],
+) -> None:
+    ctx, vm, cfg, ws = guest
+    (ws / "gone").write_text("x\n")
+    git(ws, "add", "gone")
+    git(ws, "commit", "-q", "-m", "then reset away")
+    git(ws, "reset", "-q", "--hard", "HEAD~1")
+    assert unsaved.unsaved_work(ctx.layout, vm, cfg) == [
+        "1 commit(s) reachable only from the reflog"
+    ]
 
 
 def test_a_hostile_answer_is_refused(
-    fake_ssh: None, guest_ws: tuple[Context, Path], tmp_path: Path
+    guest: tuple[Context, VmPaths, VmConfig, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx, _ = guest_ws
-    vm = ctx.layout.vm(store.vm_names(ctx.layout)[0])
-    cfg = store.load_config(vm)
-    # A "guest" whose workspace is not a repository but answers anyway.
+    ctx, vm, cfg, _ = guest
+    # A "guest" whose workspace is not a repository.
     (tmp_path / "fake").mkdir()
+    monkeypatch.setattr(guestbundle, "GUEST_WORKSPACE", str(tmp_path / "fake"))
     with pytest.raises(GitError, match="could not bundle its workspace"):
-        guestbundle.fetch(vm, cfg, 2222, mount_point=str(tmp_path / "fake"))
+        diff.report(ctx.layout, vm, cfg)
     # Bundle bytes that are not a bundle.
-    evil = tmp_path / "evil"
-    evil.mkdir()
-    (evil / ".git").mkdir()
-    script = guestbundle.GUEST_SCRIPT
-    try:
-        guestbundle.GUEST_SCRIPT = "printf '# v2 git bundle\\nnot a bundle\\n'"
-        with pytest.raises(GitError, match="refused the guest's bundle"):
-            guestbundle.fetch(vm, cfg, 2222, mount_point=str(evil))
-    finally:
-        guestbundle.GUEST_SCRIPT = script
-    assert not (guestbundle.private_git(vm).root / "incoming.bundle").exists()
+    monkeypatch.setattr(guestbundle, "GUEST_SCRIPT", "printf '# v2 git bundle\\nnot a bundle\\n'")
+    with pytest.raises(GitError, match="the guest's bundle is refused"):
+        diff.report(ctx.layout, vm, cfg)
+    assert "cannot be verified" in unsaved.unsaved_work(ctx.layout, vm, cfg)[0]
+    assert not (vm.quarantine / "guest.bundle").exists()
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "zz" * 20 + " refs/heads/main",  # not an id
-        "a" * 40 + " refs/remotes/origin/main",  # not a ref the script makes
-        "a" * 40 + " refs/heads/../../x",
-        "a" * 40 + " refs/heads/a b",
-        "a" * 41 + " HEAD",
-    ],
-)
-def test_bundle_heads_are_parsed_as_data(line: str) -> None:
-    with pytest.raises(GitError, match="names a ref agent-vm does not take"):
-        guestbundle.parse_heads(line)
-    ok = "a" * 40 + " refs/heads/feature/x\n" + "b" * 64 + " refs/agent-vm/worktree\n"
-    assert guestbundle.parse_heads(ok) == {
-        "refs/heads/feature/x": "a" * 40,
-        "refs/agent-vm/worktree": "b" * 64,
-    }
-
-
-def test_destroy_of_a_disk_vm_that_is_not_running_needs_force(ctx: Context) -> None:
+def test_a_stopped_disk_vm_cannot_be_read_a_suspended_one_as_recorded(ctx: Context) -> None:
     cfg = lifecycle.create(ctx, CreateOptions(settings={"workspace_mode": "disk"}))
     vm = ctx.layout.vm(cfg.name)
-    with pytest.raises(UnsavedWork, match="reads only from the running guest"):
+    with pytest.raises(NotRunning, match="reads only through the running guest"):
+        quarantine.source_for(vm, cfg)
+    with pytest.raises(UnsavedWork, match="reads only through the running guest"):
         lifecycle.destroy(ctx, vm)
     assert vm.dir.exists()
-    store.save(vm.runtime, Runtime(state=VmState.STOPPED))
-    lifecycle.destroy(ctx, vm, force=True)
+    # Suspended: what the guest's bundle said at the suspend.
+    refs = {"HEAD": cfg.commit, "refs/heads/main": cfg.commit}
+    store.save(vm.snapshot_meta, snapshot_record(refs))
+    store.save(vm.runtime, Runtime(state=VmState.SUSPENDED))
+    source = quarantine.source_for(vm, cfg)
+    assert isinstance(source, quarantine.RecordedSource) and source.refs == refs
+    assert unsaved.unsaved_work(ctx.layout, vm, cfg) == []
+    lifecycle.destroy(ctx, vm)
     assert not vm.dir.exists()
+
+
+def snapshot_record(workspace: dict[str, str]) -> Snapshot:
+    return Snapshot(
+        taken_at=datetime.now(UTC),
+        size_bytes=1,
+        suspend_seconds=0.1,
+        runner="/nix/store/x-run",
+        accel="tcg",
+        memory_mib=1024,
+        disks=[],
+        workspace=workspace,
+    )
 
 
 # --- bounded output ----------------------------------------------------------------------
