@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,43 +37,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_vm.qmp import Qmp, QmpError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Qmp:
-    def __init__(self, path: Path) -> None:
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.settimeout(60)
-        self.s.connect(str(path))
-        self.buf = b""
-        self._read()
-        self.cmd("qmp_capabilities")
+def wait_migration(q: Qmp) -> dict[str, Any]:
+    while True:
+        st = q.execute("query-migrate")
+        if st.get("status") in ("completed", "failed", "cancelled"):
+            return dict(st)
+        time.sleep(0.01)
 
-    def _read(self) -> dict[str, Any]:
-        while b"\n" not in self.buf:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise EOFError("QMP closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        return msg
 
-    def cmd(self, name: str, **args: Any) -> Any:
-        self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            m = self._read()
-            if "return" in m:
-                return m["return"]
-            if "error" in m:
-                raise RuntimeError(f"{name}: {m['error']['desc']}")
-
-    def wait_migration(self) -> dict[str, Any]:
-        while True:
-            st = self.cmd("query-migrate")
-            if st.get("status") in ("completed", "failed", "cancelled"):
-                return dict(st)
-            time.sleep(0.01)
+def migrate(q: Qmp, caps: dict[str, bool], command: str, uri: str) -> None:
+    """Set the capabilities, run `command` (migrate or migrate-incoming) to `uri`, wait."""
+    q.execute(
+        "migrate-set-capabilities",
+        capabilities=[{"capability": k, "state": v} for k, v in caps.items()],
+    )
+    q.execute(command, uri=uri)
+    st = wait_migration(q)
+    if st["status"] != "completed":
+        raise RuntimeError(f"{command} {st}")
 
 
 def wait_qmp(path: Path, proc: subprocess.Popen[bytes]) -> Qmp:
@@ -83,8 +68,8 @@ def wait_qmp(path: Path, proc: subprocess.Popen[bytes]) -> Qmp:
             raise RuntimeError(f"QEMU exited {proc.returncode}")
         if path.exists():
             try:
-                return Qmp(path)
-            except OSError:
+                return Qmp(path, timeout=60)
+            except (QmpError, OSError):
                 pass
         time.sleep(0.01)
 
@@ -162,16 +147,9 @@ def guest_used_mib(d: Path) -> int:
 
 def suspend(q: Qmp, proc: subprocess.Popen[bytes], caps: dict[str, bool], uri: str) -> float:
     t0 = time.perf_counter()
-    q.cmd("stop")
-    q.cmd(
-        "migrate-set-capabilities",
-        capabilities=[{"capability": k, "state": v} for k, v in caps.items()],
-    )
-    q.cmd("migrate", uri=uri)
-    st = q.wait_migration()
-    if st["status"] != "completed":
-        raise RuntimeError(f"migration {st}")
-    q.cmd("quit")
+    q.execute("stop")
+    migrate(q, caps, "migrate", uri)
+    q.execute("quit")
     proc.wait(timeout=60)
     return time.perf_counter() - t0
 
@@ -183,18 +161,11 @@ def resume(
     t0 = time.perf_counter()
     proc = subprocess.Popen(qemu_argv(guest, d, memory, incoming=True))
     q = wait_qmp(d / "qmp.sock", proc)
-    q.cmd(
-        "migrate-set-capabilities",
-        capabilities=[{"capability": k, "state": v} for k, v in caps.items()],
-    )
-    q.cmd("migrate-incoming", uri=uri)
-    st = q.wait_migration()
-    if st["status"] != "completed":
-        raise RuntimeError(f"incoming migration {st}")
+    migrate(q, caps, "migrate-incoming", uri)
     loaded = time.perf_counter() - t0
-    q.cmd("cont")
+    q.execute("cont")
     ready = until_ssh(d, proc, t0)
-    q.s.close()
+    q.close()
     return proc, loaded, ready
 
 
@@ -312,7 +283,7 @@ def main() -> int:
             snap.unlink()
         results["ram_file"] = sizes(d / "mem")
         q = wait_qmp(d / "qmp.sock", proc)
-        q.cmd("quit")
+        q.execute("quit")
         proc.wait(timeout=60)
     finally:
         if proc is not None and proc.poll() is None:

@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from harness import Cli, base_env, git, kill_processes_under  # noqa: E402
 
+from bench import setup  # noqa: E402
+
 # A guest command timed by the guest's clock, in seconds.
 TIMED = (
     't0=$(date +%s%N); {cmd} >/dev/null 2>&1; t1=$(date +%s%N); echo "$(( (t1 - t0) / 1000000 ))"'
@@ -110,19 +112,11 @@ def main() -> None:
     agent_vm = shutil.which("agent-vm")
     if agent_vm is None:
         sys.exit("bench: agent-vm is not on PATH (run ./run-tests once, then use its venv)")
-    guest = subprocess.run(
-        ["bash", str(ROOT / "tests/e2e/guest/build-guest.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
-    flake = Path(tempfile.mkdtemp(prefix="agent-vm-bench-flake-"))
-    shutil.copy(ROOT / "tests/e2e/flake/flake.nix", flake / "flake.nix")
-    shutil.copytree(ROOT / "lib", flake / "lib")
+    guest, flake = setup()
     tmp = Path(tempfile.mkdtemp(prefix="agent-vm-bench-"))
     res: dict[str, object] = {"files": args.files}
     try:
-        cli = Cli(agent_vm, tmp / "state", base_env(flake, Path(guest)))
+        cli = Cli(agent_vm, tmp / "state", base_env(flake, guest))
         repo = many_files_repo(tmp / "repo", args.files)
 
         t0 = time.perf_counter()

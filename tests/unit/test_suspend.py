@@ -28,18 +28,10 @@ from agent_vm.errors import (
 )
 from agent_vm.lifecycle import Changes, CreateOptions
 from agent_vm.models import Runtime, VmState
-from agent_vm.paths import StateLayout, VmPaths
+from agent_vm.paths import VmPaths
 from agent_vm.qmp import QmpError
 from plumbum import local
 from unit_fakes import make_repo
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
-    repo = make_repo(tmp_path / "repo")
-    monkeypatch.setenv("AGENT_VM_ACCEL", "tcg")
-    monkeypatch.setenv("AGENT_VM_SHARE", "9p")
-    return Context(layout=StateLayout(tmp_path / "state"), timeout=1.0, cwd=repo)
 
 
 def suspended_vm(ctx: Context, tmp_path: Path) -> VmPaths:

@@ -30,16 +30,9 @@ from agent_vm.context import Context
 from agent_vm.errors import GitError, InvalidInput, NotRunning, UnsavedWork
 from agent_vm.lifecycle import CreateOptions
 from agent_vm.models import Runtime, Snapshot, VmConfig, VmState, WorkspaceMode
-from agent_vm.paths import StateLayout, VmPaths
+from agent_vm.paths import VmPaths
 from plumbum import local
-from unit_fakes import git, make_repo
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
-    repo = make_repo(tmp_path / "repo")
-    monkeypatch.setenv("AGENT_VM_ACCEL", "tcg")
-    return Context(layout=StateLayout(tmp_path / "state"), timeout=1.0, cwd=repo)
+from unit_fakes import commit, git
 
 
 def debugfs(image: Path, request: str) -> str:
@@ -139,10 +132,7 @@ def test_commits_and_uncommitted_changes_come_out_through_the_quarantine(
     guest: tuple[Context, VmPaths, VmConfig, Path],
 ) -> None:
     ctx, vm, cfg, ws = guest
-    (ws / "new").write_text("agent\n")
-    git(ws, "add", "new")
-    git(ws, "commit", "-q", "-m", "agent work")
-    agent_commit = git(ws, "rev-parse", "HEAD")
+    agent_commit = commit(ws, "new", "agent\n")
     (ws / "README").write_text("edited, not committed\n")
     index_before = (ws / ".git" / "index").read_bytes()
 
@@ -171,9 +161,7 @@ def test_a_commit_only_the_reflog_reaches_is_not_lost(
     guest: tuple[Context, VmPaths, VmConfig, Path],
 ) -> None:
     ctx, vm, cfg, ws = guest
-    (ws / "gone").write_text("x\n")
-    git(ws, "add", "gone")
-    git(ws, "commit", "-q", "-m", "then reset away")
+    commit(ws, "gone")
     git(ws, "reset", "-q", "--hard", "HEAD~1")
     assert unsaved.unsaved_work(ctx.layout, vm, cfg) == [
         "1 commit(s) reachable only from the reflog"

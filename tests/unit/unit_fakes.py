@@ -57,6 +57,18 @@ def _popen_by_name(argv: list[str], *args: Any, **kwargs: Any) -> Any:
     return subprocess.Popen(argv, *args, **kwargs)
 
 
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Context on a new source repository and state dir; no KVM probe, 9p."""
+    from agent_vm.context import Context
+    from agent_vm.paths import StateLayout
+
+    repo = make_repo(tmp_path / "repo")
+    monkeypatch.setenv("AGENT_VM_ACCEL", "tcg")
+    monkeypatch.setenv("AGENT_VM_SHARE", "9p")
+    return Context(layout=StateLayout(tmp_path / "state"), timeout=1.0, cwd=repo)
+
+
 @pytest.fixture(autouse=True)
 def plumbum_through_subprocess(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(plumbum_local, "Popen", _popen_by_name)
