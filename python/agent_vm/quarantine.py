@@ -532,10 +532,7 @@ def source_for(vm: VmPaths, cfg: VmConfig) -> Source:
         return ShareSource(Path(cfg.workspace))
     rt = store.load_runtime(vm)
     if rt.state == VmState.RUNNING and state.alive(rt, vm.dir):
-        port = rt.ssh_port or cfg.ssh_port
-        return BundleSource(
-            lambda dest: guestbundle.fetch(vm, cfg, port, dest), Path(cfg.repo), cfg.commit
-        )
+        return _from_the_guest(vm, cfg, rt.ssh_port or cfg.ssh_port)
     if rt.state == VmState.SUSPENDED and snapshot.exists(vm):
         recorded = snapshot.load(vm).workspace
         if recorded is not None:
@@ -547,11 +544,17 @@ def source_for(vm: VmPaths, cfg: VmConfig) -> Source:
     )
 
 
-def record(vm: VmPaths, lock: Path, cfg: VmConfig) -> dict[str, str]:
-    """Read a running disk-mode VM's workspace into its quarantine and return
-    the bundle's ref list, for the snapshot a suspend is about to take."""
-    source = source_for(vm, cfg)
-    assert isinstance(source, BundleSource)
+def _from_the_guest(vm: VmPaths, cfg: VmConfig, port: int) -> BundleSource:
+    return BundleSource(
+        lambda dest: guestbundle.fetch(vm, cfg, port, dest), Path(cfg.repo), cfg.commit
+    )
+
+
+def record(vm: VmPaths, lock: Path, cfg: VmConfig, port: int) -> dict[str, str]:
+    """Read a running disk-mode VM's workspace (SSH on `port`) into its
+    quarantine and return the bundle's ref list, for the snapshot a suspend
+    is about to take."""
+    source = _from_the_guest(vm, cfg, port)
     with opened(vm, lock, cfg, source):
         return dict(source.refs)
 

@@ -72,7 +72,7 @@ def save(
         if reasons:
             raise migration.refusal(reasons)
         accel = migration.accelerator(q)
-        workspace = _workspace_refs(vm, quarantine_lock, cfg)
+        workspace = _workspace_refs(vm, quarantine_lock, cfg, rt.ssh_port or cfg.ssh_port)
         rt = state.suspending(rt, vm.name)
         store.save(vm.runtime, rt)
         emit(EventKind.VM_SUSPENDING, f"suspending VM {vm.name}", vm=vm.name)
@@ -112,7 +112,7 @@ def save(
     return rt, snap
 
 
-def _workspace_refs(vm: VmPaths, lock: Path, cfg: VmConfig) -> dict[str, str] | None:
+def _workspace_refs(vm: VmPaths, lock: Path, cfg: VmConfig, port: int) -> dict[str, str] | None:
     """A disk workspace is read once more just before the guest is saved, so
     that diff, pull and destroy can read the suspended VM's work (a commit
     made in the moment between this and the save is kept, but only a
@@ -120,7 +120,7 @@ def _workspace_refs(vm: VmPaths, lock: Path, cfg: VmConfig) -> dict[str, str] | 
     if cfg.workspace_mode != WorkspaceMode.DISK:
         return None
     try:
-        return quarantine.record(vm, lock, cfg)
+        return quarantine.record(vm, lock, cfg, port)
     except (GitError, CommandFailed) as exc:
         warn(
             f"VM {vm.name}'s workspace could not be read before the suspend ({exc.message}); "

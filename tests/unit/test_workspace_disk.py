@@ -111,13 +111,9 @@ def guest(
     vm = ctx.layout.vm(cfg.name)
     ws = Path(cfg.workspace)
     monkeypatch.setattr(guestbundle, "GUEST_WORKSPACE", str(ws))
-
-    def from_the_guest(vm: VmPaths, cfg: VmConfig) -> quarantine.Source:
-        return quarantine.BundleSource(
-            lambda dest: guestbundle.fetch(vm, cfg, 2222, dest), Path(cfg.repo), cfg.commit
-        )
-
-    monkeypatch.setattr(quarantine, "source_for", from_the_guest)
+    monkeypatch.setattr(
+        quarantine, "source_for", lambda vm, cfg: quarantine._from_the_guest(vm, cfg, 2222)
+    )
     return ctx, vm, cfg, ws
 
 
@@ -155,6 +151,28 @@ def test_commits_and_uncommitted_changes_come_out_through_the_quarantine(
     assert pulled.snapshot == git(ctx.cwd, "rev-parse", "agent/main")
     assert git(ctx.cwd, "show", "agent/main:README") == "edited, not committed"
     assert unsaved.unsaved_work(ctx.layout, vm, cfg) == []
+
+
+def test_a_suspend_records_what_the_guest_held(
+    guest: tuple[Context, VmPaths, VmConfig, Path],
+) -> None:
+    """What `suspend` keeps in snapshot.json reads as the live guest did."""
+    ctx, vm, cfg, ws = guest
+    agent_commit = commit(ws, "new")
+    (ws / "untracked").write_text("x\n")
+    lock = ctx.layout.quarantine_lock(vm.name)
+    refs = quarantine.record(vm, lock, cfg, 2222)
+    assert refs["HEAD"] == refs["refs/heads/main"] == agent_commit
+    assert guestbundle.WORKTREE_REF in refs
+    live = unsaved.unsaved_work(ctx.layout, vm, cfg)
+    recorded = quarantine.RecordedSource(refs, Path(cfg.repo), cfg.commit)
+    with quarantine.opened(vm, lock, cfg, recorded) as (q, snap):
+        assert snap.head == agent_commit and snap.head_ref == "refs/heads/main"
+        assert q.changed_files(q.tree_of(snap.head), q.files_tree(snap, snap.head)) == ["untracked"]
+    assert live == [
+        "1 commit(s) on branch(es) main that exist nowhere else",
+        "uncommitted changes to 1 file(s)",
+    ]
 
 
 def test_a_commit_only_the_reflog_reaches_is_not_lost(
