@@ -62,6 +62,13 @@ def median_time(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(samples)
 
 
+def installed_cli() -> str:
+    agent_vm = shutil.which("agent-vm")
+    if agent_vm is None:
+        sys.exit("bench: agent-vm is not on PATH (run ./run-tests once, then use its venv)")
+    return agent_vm
+
+
 def setup() -> tuple[Path, Path]:
     guest = subprocess.run(
         ["bash", str(ROOT / "tests/e2e/guest/build-guest.sh")],
@@ -293,9 +300,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    agent_vm = shutil.which("agent-vm")
-    if agent_vm is None:
-        sys.exit("bench: agent-vm is not on PATH (run ./run-tests once, then use its venv)")
+    agent_vm = installed_cli()
     tmp = Path(tempfile.mkdtemp(prefix="agent-vm-bench-"))
     if args.listing_only:
         try:

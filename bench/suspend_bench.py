@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from harness import Cli, base_env, git, kill_processes_under  # noqa: E402
 
-from bench import setup  # noqa: E402
+from bench import installed_cli, setup  # noqa: E402
 
 # A guest command timed by the guest's clock, in seconds.
 TIMED = (
@@ -108,15 +108,10 @@ def used_mib(cli: Cli, repo: Path, vm: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=50_000)
-    ap.add_argument(
-        "--no-share",
-        action="store_true",
-        help="skip the share (9p) VM's git timings (tens of minutes under TCG)",
-    )
+    # The share (9p) VM's git timings take tens of minutes under TCG.
+    ap.add_argument("--no-share", action="store_true", help="skip the 9p VM's git timings")
     args = ap.parse_args()
-    agent_vm = shutil.which("agent-vm")
-    if agent_vm is None:
-        sys.exit("bench: agent-vm is not on PATH (run ./run-tests once, then use its venv)")
+    agent_vm = installed_cli()
     guest, flake = setup()
     tmp = Path(tempfile.mkdtemp(prefix="agent-vm-bench-"))
     res: dict[str, object] = {"files": args.files}

@@ -18,12 +18,17 @@ from nix_eval import ROOT, evaluate_file, write_expr
 
 STUB_LIB = Path(__file__).with_name("stub-lib.nix")
 
+# The guest module's `config` is a mkMerge of blocks: with mkMerge as the
+# identity, a value is found by the block's index and its attribute path.
 EXPR = r"""
 { stubLib, module, config, path }:
 let
   lib = import (/. + stubLib) { } // {
     mkIf = cond: value: if cond then value else null;
+    mkMerge = blocks: blocks;
     mkDefault = value: value;
+    optionals = cond: list: if cond then list else [ ];
+    hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
   };
   mod = import (/. + module) {
     inherit lib;
@@ -32,8 +37,9 @@ let
     utils = throw "not needed for this value";
     modulesPath = "/modules";
   };
+  step = v: k: if builtins.isInt k then builtins.elemAt v k else v.${k};
 in
-builtins.foldl' (v: k: v.${k}) mod.config (builtins.fromJSON path)
+builtins.foldl' step mod.config (builtins.fromJSON path)
 """
 
 
@@ -42,7 +48,7 @@ def expr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_expr(tmp_path_factory.mktemp("config"), "config.nix", EXPR)
 
 
-def value(expr: Path, module: str, config: dict[str, Any], path: list[str]) -> Any:
+def value(expr: Path, module: str, config: dict[str, Any], path: list[str | int]) -> Any:
     return evaluate_file(
         expr,
         stubLib=str(STUB_LIB),
@@ -108,35 +114,6 @@ def test_the_workspace_server_passes_the_check_its_build_runs() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-# The guest module's `config` is a mkMerge of blocks: with mkMerge as the
-# identity, a value is found by the block's index and its attribute path.
-GUEST_EXPR = r"""
-{ stubLib, module, config, path }:
-let
-  lib = import (/. + stubLib) { } // {
-    mkIf = cond: value: if cond then value else null;
-    mkMerge = blocks: blocks;
-    mkDefault = value: value;
-    optionals = cond: list: if cond then list else [ ];
-    hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
-  };
-  mod = import (/. + module) {
-    inherit lib;
-    config = builtins.fromJSON config;
-    pkgs = throw "not needed for this value";
-    modulesPath = "/modules";
-  };
-  step = v: k: if builtins.isInt k then builtins.elemAt v k else v.${k};
-in
-builtins.foldl' step mod.config (builtins.fromJSON path)
-"""
-
-
-@pytest.fixture(scope="module")
-def guest_expr(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_expr(tmp_path_factory.mktemp("guest-config"), "guest.nix", GUEST_EXPR)
-
-
 def guest_value(expr: Path, settings: dict[str, Any], path: list[str | int]) -> Any:
     agent_vm = {
         "workspace": {"share": "9p", "mode": "share", "tag": "workspace"},
@@ -145,20 +122,14 @@ def guest_value(expr: Path, settings: dict[str, Any], path: list[str | int]) -> 
     for key, val in settings.items():
         agent_vm[key] = {**agent_vm.get(key, {}), **val}
     agent_vm["workspace"].setdefault("mountPoint", "/workspace")
-    return evaluate_file(
-        expr,
-        stubLib=str(STUB_LIB),
-        module=str(ROOT / "modules" / "guest.nix"),
-        config=json.dumps({"agent-vm": agent_vm}),
-        path=json.dumps(path),
-    )
+    return value(expr, "guest.nix", {"agent-vm": agent_vm}, path)
 
 
-def test_a_disk_workspace_is_mounted_from_its_own_disk(guest_expr: Path) -> None:
+def test_a_disk_workspace_is_mounted_from_its_own_disk(expr: Path) -> None:
     """The device is the runner's workspace disk (serial agent-vm-workspace,
     lib/qemu-args.nix); nothing is shared in."""
     fs = guest_value(
-        guest_expr,
+        expr,
         {"workspace": {"mode": "disk", "mountPoint": "/src"}},
         [1, "fileSystems", "/src"],
     )
@@ -167,17 +138,13 @@ def test_a_disk_workspace_is_mounted_from_its_own_disk(guest_expr: Path) -> None
         "fsType": "ext4",
         "options": ["noatime", "nofail"],
     }
-    share = guest_value(guest_expr, {}, [1, "fileSystems", "/workspace"])
+    share = guest_value(expr, {}, [1, "fileSystems", "/workspace"])
     assert (share["device"], share["fsType"]) == ("workspace", "9p")
-    vfs = guest_value(
-        guest_expr, {"workspace": {"share": "virtiofs"}}, [1, "fileSystems", "/workspace"]
-    )
+    vfs = guest_value(expr, {"workspace": {"share": "virtiofs"}}, [1, "fileSystems", "/workspace"])
     assert (vfs["device"], vfs["fsType"]) == ("workspace", "virtiofs")
 
 
 @pytest.mark.parametrize("on", [True, False])
-def test_the_guest_agent_runs_for_the_clock_after_a_resume(guest_expr: Path, on: bool) -> None:
-    got = guest_value(
-        guest_expr, {"resume": {"setClock": on}}, [0, "services", "qemuGuest", "enable"]
-    )
+def test_the_guest_agent_runs_for_the_clock_after_a_resume(expr: Path, on: bool) -> None:
+    got = guest_value(expr, {"resume": {"setClock": on}}, [0, "services", "qemuGuest", "enable"])
     assert got is on
