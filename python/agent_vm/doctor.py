@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from . import accel, flakelock, nixbuild, nixhost, ports, procs, store, tools
+from . import accel, flakelock, fsutil, nixbuild, nixhost, ports, procs, store, tools
 from .context import Context
 from .errors import AgentVmError, FlakeNotFound
 from .models import AGENT_PORT_START, SSH_PORT_START, VmState
@@ -316,18 +316,28 @@ def check_state_dir(layout: StateLayout) -> list[Check]:
         )
     ]
     if root.exists():
-        mode = stat.S_IMODE(root.stat().st_mode)
-        private = mode & 0o077 == 0
-        checks.append(
-            Check(
-                name="state-dir-permissions",
-                ok=private,
-                blocking=False,
-                detail=f"{root} mode {mode:04o}",
-                fix=None if private else f"chmod 700 {root}",
-            )
-        )
+        checks.append(_state_dir_permissions(root))
     return checks
+
+
+def _state_dir_permissions(root: Path) -> Check:
+    """What `start` refuses (others can write it, another user owns it)
+    blocks; readable by others only warns. Never advise a chmod of a
+    directory agent-vm did not make (`--state-dir /tmp`)."""
+    name = "state-dir-permissions"
+    try:
+        fsutil.check_private_dir(root)
+    except AgentVmError as exc:
+        return Check(name=name, ok=False, blocking=True, detail=exc.message, fix=exc.hint)
+    mode = stat.S_IMODE(root.stat().st_mode)
+    private = mode & 0o077 == 0
+    return Check(
+        name=name,
+        ok=private,
+        blocking=False,
+        detail=f"{root} mode {mode:04o}" + ("" if private else ": other users can list it"),
+        fix=None if private else f"chmod go-rx {root} if it is agent-vm's alone",
+    )
 
 
 def check_stale(layout: StateLayout) -> Check:

@@ -58,7 +58,10 @@ def check_private_dir(path: Path) -> None:
     if mode & 0o022:
         raise InvalidInput(
             f"{path} can be written by other users (mode {mode:04o}); agent-vm keeps keys there",
-            hint=f"use a directory of your own with --state-dir, or 'chmod go-w {path}'",
+            # A sticky directory (/tmp) is shared by design: never suggest
+            # taking that from its other users.
+            hint="use a directory of your own with --state-dir"
+            + ("" if mode & stat.S_ISVTX else f", or 'chmod go-w {path}' if it is yours alone"),
         )
 
 

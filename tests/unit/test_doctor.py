@@ -143,7 +143,21 @@ def test_state_dir_checks(tmp_path: Path) -> None:
     root.chmod(0o755)
     checks = doctor.check_state_dir(StateLayout(root))
     assert checks[1].name == "state-dir-permissions" and not checks[1].ok
-    assert checks[1].fix == f"chmod 700 {root}"
+    assert not checks[1].blocking
+    assert checks[1].fix == f"chmod go-rx {root} if it is agent-vm's alone"
+
+
+def test_a_state_dir_others_can_write_blocks_and_is_never_to_be_chmod_ed(tmp_path: Path) -> None:
+    # `start` refuses it; doctor said "chmod 700 /tmp" once (losing its sticky bit).
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o1777)
+    (perm,) = [c for c in doctor.check_state_dir(StateLayout(root)) if c.name.endswith("ions")]
+    assert perm.blocking and not perm.ok
+    assert perm.detail == (
+        f"{root} can be written by other users (mode 1777); agent-vm keeps keys there"
+    )
+    assert perm.fix is not None and "chmod" not in perm.fix
 
 
 # --- doctor --json ------------------------------------------------------------------

@@ -77,6 +77,8 @@ def test_a_dir_others_can_write_is_refused_and_left_alone(tmp_path: Path, bits: 
         f"{d} can be written by other users (mode {bits:04o}); agent-vm keeps keys there"
     )
     assert exc.value.hint and "--state-dir" in exc.value.hint
+    # Never advise taking a shared (sticky) directory from its other users.
+    assert ("chmod" in exc.value.hint) == (not bits & 0o1000)
     assert mode(d) == bits
 
 
