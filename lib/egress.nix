@@ -97,7 +97,8 @@ rec {
     Runner lines (POSIX sh, in the state directory) that start the engine
     and wait for its socket; QEMU starts only once it listens, so its CA
     certificate exists for fw_cfg. The engine exits when its parent does:
-    QEMU after the runner's exec, or the runner itself.
+    QEMU after the runner's exec, or the runner itself (named by its pid,
+    so a runner killed while the engine starts is noticed too).
 
     Type: startEngine :: { engine, stateDir } -> string
   */
@@ -106,7 +107,7 @@ rec {
     ''
       # The egress proxy: the guest's only way out (guestfwd -> relay -> socket).
       rm -f ${socket}
-      ${escapeShellArg engine} ${escapeShellArg stateDir} >>${(files stateDir).engineLog} 2>&1 &
+      AGENT_VM_EGRESS_PARENT=$$ ${escapeShellArg engine} ${escapeShellArg stateDir} >>${(files stateDir).engineLog} 2>&1 &
       egress_pid=$!
       egress_wait=0
       while [ ! -S ${socket} ]; do

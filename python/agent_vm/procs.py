@@ -116,3 +116,20 @@ def terminate(pid: int, recorded_start: int, vm_dir: Path, grace_term: float = 1
         if wait_gone(pid, wait):
             return True
     return False
+
+
+def die_with_parent(parent: int) -> bool:
+    """Have the kernel SIGTERM this process when `parent` exits
+    (PR_SET_PDEATHSIG), and say whether `parent` is still our parent.
+
+    False means it died before the request took effect (we were
+    reparented): the caller must exit now, or it would outlive it for good.
+    """
+    import ctypes  # noqa: PLC0415 - only the egress engine needs it
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return os.getppid() == parent

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_vm.egress import layout
+from agent_vm.egress import engine, layout
 from agent_vm.egress.layout import EgressPaths
 from nix_eval import LIB, NixError, contract_example, evaluate_file, write_expr
 
@@ -114,8 +114,11 @@ def test_the_runner_starts_the_engine_before_qemu_and_waits_for_its_socket(expr:
     assert start < script.index("exec '/q' '-name'")  # the VM's QEMU, not --kvm-probe's
     assert "while [ ! -S egress/proxy.sock ]" in script
     line = next(ln for ln in script.splitlines() if "agent-vm-egress" in ln)
-    # Its command line: the program and the VM directory, nothing else.
+    # Its command line: the program and the VM directory, nothing else; the
+    # runner names itself, so a runner killed while the engine starts is
+    # noticed (procs.die_with_parent).
     assert shlex.split(line.split(">>")[0]) == [
+        f"{engine.PARENT_ENV}=$$",
         "/nix/store/y-agent-vm/bin/agent-vm-egress",
         "/home/u/state/vms/main-1",
     ]

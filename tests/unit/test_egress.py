@@ -559,3 +559,21 @@ def test_an_allowlist_change_needs_no_restart(
     assert cfg.allow == ["a.example", "b.example"] and restart is False
     _, restart = lifecycle.update(ctx, vm, lifecycle.Changes(settings={"memory_mib": 4096}))
     assert restart is True
+
+
+def test_the_engine_exits_at_once_when_its_runner_is_already_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_vm.egress import engine
+
+    seen: list[int] = []
+
+    def gone(parent: int) -> bool:
+        seen.append(parent)
+        return False
+
+    monkeypatch.setattr(engine.procs, "die_with_parent", gone)
+    monkeypatch.setenv(engine.PARENT_ENV, "4242")
+    assert engine.main([str(tmp_path)]) == 0
+    assert seen == [4242]  # the runner's own pid, not whoever is our parent now
+    assert "the runner that started this proxy is gone" in capsys.readouterr().err

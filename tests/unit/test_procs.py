@@ -148,3 +148,51 @@ def test_an_empty_command_line_that_stays_empty_is_not_ours(
     monkeypatch.setattr(procs, "cmdline", lambda pid: [])
     monkeypatch.setattr(procs, "EXEC_SETTLE", 0.05)
     assert not procs.is_ours(proc.pid, procs.start_time(proc.pid), vm_dir)
+
+
+CHILD = """
+import os, sys, time
+from agent_vm import procs
+print(procs.die_with_parent(int(sys.argv[1])), flush=True)
+time.sleep(60)
+"""
+
+
+def _child_of_a_shell(expected_parent: str) -> tuple[subprocess.Popen[str], int]:
+    """A shell that starts the child in the background and waits; the
+    child's pid and first line (die_with_parent's answer)."""
+    sh = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f'"$1" -c "$2" {expected_parent} & echo $!; wait',
+            "sh",
+            sys.executable,
+            CHILD,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(Path(procs.__file__).parents[1])},
+        start_new_session=True,
+    )
+    assert sh.stdout is not None
+    child = int(sh.stdout.readline())
+    return sh, child
+
+
+def test_a_process_bound_to_its_parent_dies_with_it() -> None:
+    # The egress engine: a runner killed while it starts must not leave it.
+    sh, child = _child_of_a_shell("$$")
+    assert sh.stdout is not None
+    assert sh.stdout.readline().strip() == "True"
+    sh.kill()
+    sh.wait()
+    assert procs.wait_gone(child, 10), "the child outlived its parent"
+
+
+def test_a_parent_already_gone_is_reported() -> None:
+    sh, child = _child_of_a_shell("1")  # not its parent: as if re-parented
+    assert sh.stdout is not None
+    assert sh.stdout.readline().strip() == "False"
+    os.kill(child, signal.SIGKILL)
+    sh.wait()

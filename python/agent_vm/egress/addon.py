@@ -45,7 +45,7 @@ class _Tunnel:
 class EgressAddon:
     def __init__(self) -> None:
         self.paths = EgressPaths(Path(os.environ[VM_DIR_ENV]))
-        self.parent = int(os.environ.get(PARENT_ENV, "0"))
+        self.parent = int(os.environ[PARENT_ENV])  # set by engine.main
         self.policy = load_policy(self.paths)
         self._config_stamp = self._stamp()
         self.test_hosts = test_hosts()
@@ -92,8 +92,9 @@ class EgressAddon:
         self._tasks.append(asyncio.create_task(self._watch_parent()))
 
     async def _watch_parent(self) -> None:
-        # The runner execs QEMU, whose child we are: when it exits, so do we.
-        while self.parent <= 1 or os.getppid() == self.parent:
+        # The runner execs QEMU, whose child we are: when it exits, so do we
+        # (the kernel's SIGTERM, procs.die_with_parent, usually comes first).
+        while os.getppid() == self.parent:
             await asyncio.sleep(PARENT_POLL)
         ctx.master.shutdown()
 

@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import store
+from .. import procs, store
 from ..errors import AgentVmError, InvalidInput
 from ..models import EgressConfig
 from . import secrets
@@ -102,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0].startswith("-"):
         sys.stderr.write("usage: agent-vm-egress VM_DIR (started by the VM's runner)\n")
         return 2
+    # The runner names itself (its $$): a runner killed while we were still
+    # starting must not leave us behind, re-parented to init for good.
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    if not procs.die_with_parent(parent):
+        sys.stderr.write("agent-vm-egress: the runner that started this proxy is gone\n")
+        return 0
+    os.environ[PARENT_ENV] = str(parent)
     vm_dir = Path(args[0]).absolute()
     os.umask(0o077)
     paths = EgressPaths(vm_dir)
@@ -121,6 +128,5 @@ def main(argv: list[str] | None = None) -> int:
     paths.confdir.mkdir(mode=0o700, exist_ok=True)
     os.chdir(vm_dir)  # the socket is bound by its relative name
     os.environ[VM_DIR_ENV] = str(vm_dir)
-    os.environ[PARENT_ENV] = str(os.getppid())
     mitmdump(mitmdump_args(paths))
     return 0
