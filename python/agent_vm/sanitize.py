@@ -34,6 +34,12 @@ def text(s: str) -> str:
     return _UNSAFE.sub(_escape, s)
 
 
+def line(s: str) -> str:
+    """`s` escaped for one line of output: newlines and tabs too, so
+    guest-chosen text cannot forge further lines."""
+    return text(s).replace("\t", "\\x09").replace("\n", "\\x0a")
+
+
 def data(b: bytes) -> str:
     """Bytes from the guest as safe text (invalid UTF-8 shown as \\xNN)."""
     return text(b.decode("utf-8", "backslashreplace"))

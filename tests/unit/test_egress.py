@@ -333,9 +333,12 @@ def test_counts_since_the_start_and_torn_lines_are_skipped(tmp_path: Path) -> No
     assert len(list(netlog.read(log))) == 4
 
 
-def test_rendering_drops_control_characters_from_guest_strings() -> None:
+def test_rendering_escapes_control_characters_in_guest_strings() -> None:
     line = netlog.render(entry("denied", datetime.now(UTC), host="evil\x1b[2J.example"))
-    assert "\x1b" not in line and "evil?[2J.example:443" in line
+    assert "\x1b" not in line and "evil\\x1b[2J.example:443" in line
+    # Nor can a guest-chosen name forge a further line of the log.
+    forged = netlog.render(entry("denied", datetime.now(UTC), host="a\n2026-01-01 allowed b"))
+    assert "\n" not in forged and "a\\x0a2026-01-01 allowed b" in forged
 
 
 # --- the CLI ------------------------------------------------------------------------------------

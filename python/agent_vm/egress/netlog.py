@@ -2,7 +2,8 @@
 
 The engine appends (one write per line, O_APPEND, so lines never tear);
 `agent-vm logs --network` and `status` read. Every string in a line came
-from the guest (host names, paths): rendering drops control characters.
+from the guest (host names, paths): rendering escapes
+control characters (sanitize.line).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .. import sanitize
 from ..models import NetworkDecision
 
 
@@ -85,10 +87,6 @@ def counts_since(path: Path, since: datetime | None) -> Counts:
     return Counts(allowed, denied)
 
 
-def _clean(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
 def render(e: NetworkDecision) -> str:
     where = f"{e.host}:{e.port}" + (e.path or "")
     extra = []
@@ -100,4 +98,4 @@ def render(e: NetworkDecision) -> str:
         extra.append("secrets " + ",".join(e.secrets))
     tail = f" ({', '.join(extra)})" if extra else ""
     stamp = e.time.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    return _clean(f"{stamp} {e.decision:8} {e.method} {where}{tail}: {e.reason}")
+    return sanitize.line(f"{stamp} {e.decision:8} {e.method} {where}{tail}: {e.reason}")
