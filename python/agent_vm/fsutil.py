@@ -120,6 +120,13 @@ def file_lock(path: Path, what: str, wait: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
+def remove(*paths: Path) -> None:
+    """Unlink each of `paths` that exists."""
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
 def rotate(path: Path) -> None:
     """Keep `path` as `path.1` (replacing an older one) and start afresh: a
     log shows one boot, and its tail in an error message is this boot's."""

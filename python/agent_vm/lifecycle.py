@@ -27,6 +27,7 @@ from . import (
     accel,
     agent_secrets,
     diskspace,
+    fsutil,
     gitops,
     keys,
     nixbuild,
@@ -266,12 +267,9 @@ def _force_remove(func: object, path: str, exc_info: object) -> None:
 def _cleanup_runtime_files(vm: VmPaths, cfg: VmConfig | None) -> None:
     # The RAM file of a QEMU that is gone holds no snapshot here: a
     # suspended VM never comes through this path.
-    for p in (*vm.sockets, vm.pidfile, vm.memory_file):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+    fsutil.remove(*vm.qemu_leftovers, vm.memory_file)
     if cfg is not None and cfg.ephemeral:
-        with contextlib.suppress(FileNotFoundError):
-            vm.disk.unlink()
+        fsutil.remove(vm.disk)
     # Gone with its QEMU already; this is for one that outlived it.
     egress_process.stop(vm.dir)
 

@@ -201,6 +201,11 @@ class VmPaths:
         return self.dir / "pulls.json"
 
     @property
+    def qemu_leftovers(self) -> tuple[Path, ...]:
+        """What a QEMU that is gone leaves behind: its sockets and pidfile."""
+        return (*self.sockets, self.pidfile)
+
+    @property
     def sockets(self) -> tuple[Path, ...]:
         # One virtiofsd socket per virtiofs share (lib/qemu-args.nix).
         return (

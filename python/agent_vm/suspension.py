@@ -25,7 +25,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from . import guestclock, migration, procs, quarantine, readiness, snapshot, state, store, tools
+from . import (
+    fsutil,
+    guestclock,
+    migration,
+    procs,
+    quarantine,
+    readiness,
+    snapshot,
+    state,
+    store,
+    tools,
+)
 from .egress import process as egress_process
 from .errors import CommandFailed, GitError, GuestFailed, StopFailed
 from .events import EventKind, Severity, emit, warn
@@ -43,12 +54,6 @@ QMP_TIMEOUT = 30.0
 # TCG host; a guest without the agent costs a resume this long.
 CLOCK_TIMEOUT = 30.0
 AGENT_OPEN_WAIT = 3.0
-
-
-def _cleanup_runtime_files(vm: VmPaths) -> None:
-    for p in (*vm.sockets, vm.pidfile):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
 
 
 def save(
@@ -93,7 +98,7 @@ def save(
     # The runner stops the egress proxy with QEMU; this is for one that
     # outlived it. A resume's runner starts a new one.
     egress_process.stop(vm.dir)
-    _cleanup_runtime_files(vm)
+    fsutil.remove(*vm.qemu_leftovers)
     os.rename(partial, vm.snapshot_state)
     snap = snapshot.record(
         vm, runner, accel, cfg.memory_mib, time.monotonic() - t0, workspace=workspace
@@ -144,7 +149,7 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
     store.save(vm.runtime, rt)
     emit(EventKind.VM_RESUMING, f"resuming VM {vm.name}", vm=vm.name)
     deadline = time.monotonic() + timeout
-    _cleanup_runtime_files(vm)
+    fsutil.remove(*vm.qemu_leftovers)
     proc = None
     continued = False
     try:
@@ -193,7 +198,7 @@ def restore(vm: VmPaths, cfg: VmConfig, rt: Runtime, snap: Snapshot, timeout: fl
             if start_t is not None:
                 procs.terminate(proc.pid, start_t, vm.dir, grace_term=3.0)
             proc.poll()
-        _cleanup_runtime_files(vm)
+        fsutil.remove(*vm.qemu_leftovers)
         if not continued and snapshot.exists(vm):
             reason = getattr(exc, "message", None) or type(exc).__name__
             store.save(
