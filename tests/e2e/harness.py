@@ -230,6 +230,20 @@ def agent_request(
         conn.close()
 
 
+# The MCP initialize request a test client opens a session with (the
+# end-to-end agent port and the Nix-generated mcp-proxy in tests/nix).
+MCP_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-03-26",
+        "capabilities": {},
+        "clientInfo": {"name": "agent-vm-tests", "version": "1"},
+    },
+}
+
+
 def jsonrpc_result(text: str) -> dict:  # type: ignore[type-arg]
     """The JSON-RPC message of a streamable-HTTP answer (JSON or one SSE event)."""
     if text.lstrip().startswith("{"):

@@ -17,24 +17,21 @@ import stat
 import subprocess
 from pathlib import Path
 
-from harness import Cli, Unprivileged, agent_request, jsonrpc_result, make_repo, store_files
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-03-26",
-        "capabilities": {},
-        "clientInfo": {"name": "agent-vm-e2e", "version": "1"},
-    },
-}
+from harness import (
+    MCP_INIT,
+    Cli,
+    Unprivileged,
+    agent_request,
+    jsonrpc_result,
+    make_repo,
+    store_files,
+)
 
 
 def mcp_session(port: int, token: str, server: str) -> tuple[str, str]:
     """Initialize a streamable-HTTP session with `server`: (path, session id)."""
     path = f"/servers/{server}/mcp/"
-    code, headers, body = agent_request(port, "POST", path, token=token, body=INIT)
+    code, headers, body = agent_request(port, "POST", path, token=token, body=MCP_INIT)
     assert code == 200, (code, body)
     assert jsonrpc_result(body)["result"]["serverInfo"]["name"] == server
     session = headers["mcp-session-id"]
@@ -208,7 +205,9 @@ def test_only_the_owner_reaches_the_agent_and_secrets_stay_with_the_servers(
     assert code == 401 and headers["www-authenticate"].startswith("Bearer")
     assert "server_instances" not in body
     assert agent_request(port, token="0" * 64)[0] == 401
-    assert agent_request(port, "POST", "/servers/workspace/mcp/", token=None, body=INIT)[0] == 401
+    assert (
+        agent_request(port, "POST", "/servers/workspace/mcp/", token=None, body=MCP_INIT)[0] == 401
+    )
     # A Host that is not the host side's address (DNS rebinding), even with the token.
     for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1", f"127.0.0.1.nip.io:{port}"):
         code, _, body = agent_request(port, token=token, host=host)

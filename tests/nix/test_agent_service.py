@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from agent_vm import health
+from harness import MCP_INIT
 from nix_eval import LIB, ROOT, evaluate_file, write_expr
 
 SERVER = ROOT / "modules" / "agent" / "workspace_server.py"
@@ -140,16 +141,6 @@ def _rpc(port: int, body: dict[str, Any], session: str | None = None) -> tuple[A
     return (json.loads(raw) if raw.strip() else None), sid
 
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-03-26",
-        "capabilities": {},
-        "clientInfo": {"name": "agent-vm-tests", "version": "1"},
-    },
-}
 CALL = {
     "jsonrpc": "2.0",
     "id": 3,
@@ -162,7 +153,7 @@ def test_the_workspace_server_answers_through_the_proxy(
     proxy: tuple[int, dict[str, Any]], workspace: Path
 ) -> None:
     port, _ = proxy
-    init, sid = _rpc(port, INIT)
+    init, sid = _rpc(port, MCP_INIT)
     assert init["result"]["serverInfo"]["name"] == "workspace" and sid
     _rpc(port, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
     tools, _ = _rpc(port, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid)
@@ -187,7 +178,7 @@ def test_a_hostile_git_config_in_the_workspace_runs_nothing(
     (workspace / ".gitattributes").write_text("* filter=x\n# changed\n")
     marker.unlink(missing_ok=True)  # `git add` above ran the filter here, on purpose
     port, _ = proxy
-    _, sid = _rpc(port, INIT)
+    _, sid = _rpc(port, MCP_INIT)
     _rpc(port, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
     call, _ = _rpc(port, CALL, sid)
     result = call["result"]["structuredContent"]
