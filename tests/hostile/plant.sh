@@ -23,7 +23,10 @@ cat >>"$git_dir/config" <<CONFIG
 	clean = "touch $m/clean; cat #"
 	smudge = "touch $m/smudge; cat #"
 [filter "pr"]
-	process = "touch $m/process #"
+	# Alive while git writes its handshake (else git may die of SIGPIPE
+	# before the next plant runs: a flaky proof), then gone: git goes on
+	# without the filter.
+	process = "touch $m/process; sleep 1 #"
 [diff "tc"]
 	textconv = "touch $m/textconv; cat #"
 [diff]
